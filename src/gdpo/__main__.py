@@ -1,0 +1,5 @@
+import sys
+
+from gdpo.cli import main
+
+sys.exit(main())

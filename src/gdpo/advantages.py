@@ -1,0 +1,453 @@
+"""Multi-reward advantage estimators: GRPO, GRPO w/o std, GDPO and their ablations.
+
+Pure math: plain arrays in, arrays out. No transformers, no distributed code, no IO.
+
+Shape vocabulary: B prompts, G rollouts per prompt (a *group*), K reward components,
+N = B*G samples. Groups may have different sizes and need not be contiguous.
+
+Every estimator shares one signature::
+
+    estimator(rewards[N, K] float64, groups: GroupIndex, weights[K] float64, **options) -> [N]
+
+and is reached by name through :func:`compute_advantages` (numpy or torch in, same out).
+
+Numeric conventions (named options, documented defaults):
+
+* ``eps`` (default 1e-6, as verl): added to the std, ``(x - mean) / (std + eps)``.
+* std is the unbiased one (``ddof=1``), as in the paper's code (TRL, verl).
+* NaN reward = "this reward does not apply to this sample": left out of that reward's
+  statistics and contributes nothing to the sample's sum. A sample with no applicable
+  reward gets advantage 0 and is left out of the batch statistics.
+* A group with fewer than two usable samples, or with zero spread in a reward (all its
+  values exactly equal), contributes 0 for that reward. No NaN or inf comes out for
+  finite input.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+DEFAULT_EPS = 1e-6
+
+
+# --------------------------------------------------------------------------------------
+# Group bookkeeping
+# --------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class GroupIndex:
+    """Groups of a batch, as contiguous segments of a stable sort of the samples.
+
+    ``order`` sorts samples by group; in that order group g occupies
+    ``[starts[g], starts[g] + sizes[g])``. ``inverse[i]`` is sample i's group number.
+    """
+
+    inverse: np.ndarray  # [N] int64, group number of each sample
+    order: np.ndarray  # [N] int64, samples sorted by group (stable)
+    starts: np.ndarray  # [num_groups] int64
+    sizes: np.ndarray  # [num_groups] int64
+
+    @property
+    def num_groups(self) -> int:
+        return int(self.sizes.shape[0])
+
+    @classmethod
+    def from_ids(cls, group_ids: np.ndarray) -> "GroupIndex":
+        """Build from one id per sample (ints or strings, any order)."""
+        ids = np.asarray(group_ids)
+        if ids.shape[0] == 0:
+            empty = np.zeros(0, dtype=np.int64)
+            return cls(empty, empty, empty, empty)
+        if _is_sorted_ints(ids):
+            # Fast path: ids already grouped in ascending order (the usual layout).
+            boundaries = np.flatnonzero(ids[1:] != ids[:-1]) + 1
+            starts = np.concatenate(([0], boundaries)).astype(np.int64)
+            sizes = np.diff(np.append(starts, ids.shape[0])).astype(np.int64)
+            inverse = np.repeat(np.arange(starts.shape[0], dtype=np.int64), sizes)
+            order = np.arange(ids.shape[0], dtype=np.int64)
+            return cls(inverse, order, starts, sizes)
+        _, inverse = np.unique(ids, return_inverse=True)
+        inverse = inverse.reshape(-1).astype(np.int64)
+        order = np.argsort(inverse, kind="stable").astype(np.int64)
+        sizes = np.bincount(inverse).astype(np.int64)
+        starts = np.concatenate(([0], np.cumsum(sizes)[:-1])).astype(np.int64)
+        return cls(inverse, order, starts, sizes)
+
+    def to_sorted(self, x: np.ndarray) -> np.ndarray:
+        return x[self.order]
+
+    def from_sorted(self, x_sorted: np.ndarray) -> np.ndarray:
+        out = np.empty_like(x_sorted)
+        out[self.order] = x_sorted
+        return out
+
+    def broadcast(self, per_group: np.ndarray) -> np.ndarray:
+        """[num_groups, ...] -> [N, ...] in sorted order."""
+        return np.repeat(per_group, self.sizes, axis=0)
+
+
+def _is_sorted_ints(ids: np.ndarray) -> bool:
+    return ids.ndim == 1 and np.issubdtype(ids.dtype, np.integer) and bool(np.all(ids[1:] >= ids[:-1]))
+
+
+# --------------------------------------------------------------------------------------
+# Group-wise normalization (the one kernel every estimator uses)
+# --------------------------------------------------------------------------------------
+def group_normalize(
+    values: np.ndarray,
+    groups: GroupIndex,
+    *,
+    scale: bool = True,
+    eps: float = DEFAULT_EPS,
+    leave_one_out: bool = False,
+) -> np.ndarray:
+    """Normalize each column of ``values`` [N, K] within each group; NaN = not applicable.
+
+    Returns [N, K] float64 with ``(x - baseline) / (std + eps)`` (or ``x - baseline`` when
+    ``scale`` is False) where the sample's value applies and its group has at least two
+    applicable values with non-zero spread; 0 elsewhere. The baseline is the group mean of
+    the column, or with ``leave_one_out`` the mean of the *other* applicable samples.
+    """
+    if values.shape[0] == 0:
+        return np.zeros_like(values, dtype=np.float64)
+    v = groups.to_sorted(values)  # [N, K], grouped
+    applies = ~np.isnan(v)  # [N, K]
+    filled = np.where(applies, v, 0.0)
+    starts = groups.starts
+    count = np.add.reduceat(applies.astype(np.float64), starts, axis=0)  # [num_groups, K]
+    total = np.add.reduceat(filled, starts, axis=0)  # [num_groups, K]
+    mean = total / np.maximum(count, 1.0)
+    # Exact zero-spread test: max == min within the group (NaN ignored).
+    hi = np.fmax.reduceat(np.where(applies, v, -np.inf), starts, axis=0)
+    lo = np.fmin.reduceat(np.where(applies, v, np.inf), starts, axis=0)
+    has_signal = (count >= 2) & (hi > lo)  # [num_groups, K]
+
+    mean_n = groups.broadcast(mean)  # [N, K]
+    centered = np.where(applies, v - mean_n, 0.0)
+    if leave_one_out:
+        count_n = groups.broadcast(count)
+        # x - mean_of_others = (x - mean) * n / (n - 1)
+        centered = centered * count_n / np.maximum(count_n - 1.0, 1.0)
+    if scale:
+        sq = np.add.reduceat(np.where(applies, (v - mean_n) ** 2, 0.0), starts, axis=0)
+        std = np.sqrt(sq / np.maximum(count - 1.0, 1.0))  # unbiased, [num_groups, K]
+        centered = centered / (groups.broadcast(std) + eps)
+    out = np.where(applies & groups.broadcast(has_signal), centered, 0.0)
+    return groups.from_sorted(out)
+
+
+def batch_normalize(
+    x: np.ndarray,
+    active: np.ndarray,
+    *,
+    eps: float = DEFAULT_EPS,
+    lengths: np.ndarray | None = None,
+) -> np.ndarray:
+    """Normalize ``x`` [N] over the whole batch: ``(x - mean) / (std + eps)``.
+
+    Only ``active`` samples enter the statistics; inactive ones come out 0. With ``lengths``
+    (response tokens per sample) the mean and variance are token-weighted, as verl's
+    ``masked_whiten`` does over the response mask (Bessel correction by the token count).
+    """
+    out = np.zeros_like(x, dtype=np.float64)
+    if not active.any():
+        return out
+    xa = x[active]
+    if lengths is None:
+        w = np.ones_like(xa)
+    else:
+        w = lengths[active].astype(np.float64)
+    n = w.sum()
+    if n <= 0:
+        return out
+    mean = float((w * xa).sum() / n)
+    var = float((w * (xa - mean) ** 2).sum() / max(n - 1.0, 1.0))
+    if xa.max() == xa.min():
+        return out  # no spread: nothing to rank
+    out[active] = (xa - mean) / (np.sqrt(var) + eps)
+    return out
+
+
+# --------------------------------------------------------------------------------------
+# Estimators
+# --------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Estimator:
+    fn: Callable[..., np.ndarray]
+    options: dict[str, Any]  # option name -> default
+    description: str
+    group_level: dict[str, Any]  # options that leave out batch-wide steps (collapse analysis)
+
+
+_ESTIMATORS: dict[str, Estimator] = {}
+
+
+def register_estimator(name: str, *, options: dict[str, Any], group_level: dict[str, Any] | None = None):
+    """Decorator: register ``fn(rewards[N,K], groups, weights[K], **options) -> [N]`` as ``name``.
+
+    ``options`` maps every option the estimator accepts to its default; unknown options are
+    rejected by :func:`compute_advantages`. ``group_level`` are the option values that drop
+    batch-wide steps (used by :mod:`gdpo.analysis`). Registering a name twice is an error.
+    """
+
+    def decorate(fn: Callable[..., np.ndarray]) -> Callable[..., np.ndarray]:
+        if name in _ESTIMATORS:
+            raise ValueError(f"advantage estimator {name!r} is already registered; pick another name")
+        doc = (fn.__doc__ or "").strip().split("\n")[0]
+        _ESTIMATORS[name] = Estimator(fn, dict(options), doc, dict(group_level or {}))
+        return fn
+
+    return decorate
+
+
+def estimator_names() -> list[str]:
+    return sorted(_ESTIMATORS)
+
+
+def get_estimator(name: str) -> Estimator:
+    if name not in _ESTIMATORS:
+        close = difflib.get_close_matches(str(name), _ESTIMATORS, n=2)
+        hint = f" Did you mean {' or '.join(map(repr, close))}?" if close else ""
+        raise ValueError(f"unknown advantage method {name!r}.{hint} Valid methods: {', '.join(estimator_names())}")
+    return _ESTIMATORS[name]
+
+
+def _weighted_sum(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """[N, K] with NaN -> [N]: NaN entries contribute nothing."""
+    return np.where(np.isnan(values), 0.0, values) @ weights
+
+
+def _any_applicable(rewards: np.ndarray) -> np.ndarray:
+    return ~np.all(np.isnan(rewards), axis=1)  # [N]
+
+
+_SUM_OPTIONS = {"eps": DEFAULT_EPS, "leave_one_out": False}
+
+
+@register_estimator("grpo", options=_SUM_OPTIONS)
+def grpo(rewards, groups, weights, *, eps=DEFAULT_EPS, leave_one_out=False):
+    """GRPO on several rewards: weighted sum, then per group (x - mean) / (std + eps)."""
+    total = _weighted_sum(rewards, weights)  # [N]
+    total = np.where(_any_applicable(rewards), total, np.nan)
+    return group_normalize(total[:, None], groups, eps=eps, leave_one_out=leave_one_out)[:, 0]
+
+
+@register_estimator("grpo_no_std", options=_SUM_OPTIONS)
+def grpo_no_std(rewards, groups, weights, *, eps=DEFAULT_EPS, leave_one_out=False):
+    """GRPO w/o std (Dr. GRPO style): weighted sum, then per group x - mean."""
+    total = _weighted_sum(rewards, weights)
+    total = np.where(_any_applicable(rewards), total, np.nan)
+    return group_normalize(total[:, None], groups, scale=False, eps=eps, leave_one_out=leave_one_out)[:, 0]
+
+
+_GDPO_OPTIONS = {
+    "eps": DEFAULT_EPS,
+    "leave_one_out": False,
+    "batch_norm": True,
+    "per_reward_std": True,
+    "lengths": None,
+}
+
+
+@register_estimator("gdpo", options=_GDPO_OPTIONS, group_level={"batch_norm": False})
+def gdpo(rewards, groups, weights, *, eps=DEFAULT_EPS, leave_one_out=False, batch_norm=True,
+         per_reward_std=True, lengths=None):
+    """GDPO: per reward, per group normalize; weighted sum; batch-wise normalize.
+
+    Options: ``batch_norm=False`` drops the batch step (ablation), ``per_reward_std=False``
+    only centers each reward, ``lengths`` [N] makes the batch step token-weighted (verl).
+    """
+    per_reward = group_normalize(rewards, groups, scale=per_reward_std, eps=eps,
+                                 leave_one_out=leave_one_out)  # [N, K]
+    summed = per_reward @ weights  # [N]
+    active = _any_applicable(rewards)
+    if not batch_norm:
+        return np.where(active, summed, 0.0)
+    return batch_normalize(summed, active, eps=eps, lengths=lengths)
+
+
+def _gdpo_variant(name: str, doc: str, **fixed: Any) -> None:
+    options = {k: v for k, v in _GDPO_OPTIONS.items() if k not in fixed}
+    group_level = {} if "batch_norm" in fixed else {"batch_norm": False}
+
+    def variant(rewards, groups, weights, **opts):
+        return gdpo(rewards, groups, weights, **fixed, **opts)
+
+    variant.__doc__ = doc
+    register_estimator(name, options=options, group_level=group_level)(variant)
+
+
+_gdpo_variant("gdpo_no_bn", "GDPO without the batch-wise normalization (ablation).", batch_norm=False)
+_gdpo_variant("gdpo_no_std", "GDPO without the per-reward std (centering only) (ablation).", per_reward_std=False)
+
+
+# --------------------------------------------------------------------------------------
+# Conditioned rewards (the paper's Eq. 8)
+# --------------------------------------------------------------------------------------
+def condition_reward(rewards, target: int, on: int, threshold: float, *, floor: float = 0.0):
+    """Keep reward ``target`` only where reward ``on`` >= ``threshold``; elsewhere ``floor``.
+
+    ``rewards`` [N, K] (numpy or torch); returns a copy of the same type. Apply it before
+    normalization. Example, length-if-correct: ``condition_reward(r, target=1, on=0,
+    threshold=1.0)``. Where reward ``on`` is NaN (not applicable) the target is set to
+    ``floor`` too, since the condition is not met.
+    """
+    arr, restore = _to_numpy(rewards)
+    k = arr.shape[1] if arr.ndim == 2 else -1
+    if arr.ndim != 2:
+        raise ValueError(f"rewards must be 2-D [N, K], got shape {tuple(arr.shape)}")
+    for label, idx in (("target", target), ("on", on)):
+        if not isinstance(idx, (int, np.integer)) or not 0 <= idx < k:
+            raise ValueError(f"{label}={idx!r} is not a reward column index; valid: 0..{k - 1}")
+    if target == on:
+        raise ValueError(f"target and on are both {target}; a reward cannot condition itself")
+    out = arr.astype(np.float64, copy=True)
+    met = arr[:, on] >= threshold  # NaN compares False
+    out[:, target] = np.where(met, arr[:, target], floor)
+    return restore(out)
+
+
+# --------------------------------------------------------------------------------------
+# The public entry point
+# --------------------------------------------------------------------------------------
+def compute_advantages(rewards, group_ids, method: str = "gdpo", weights=None, **options):
+    """Advantages [N] from rewards [N, K] and one group id per sample.
+
+    Args:
+        rewards: [N, K] numpy array or torch tensor; NaN = reward does not apply.
+        group_ids: [N] ints or strings naming each sample's prompt (any order, any sizes).
+        method: a registered estimator name (``estimator_names()``).
+        weights: K non-negative numbers, default all 1.
+        **options: the estimator's options (see its docstring); unknown ones are an error.
+
+    Returns:
+        [N] advantages with the input's type, float dtype and device.
+
+    >>> import numpy as np
+    >>> compute_advantages(np.array([[0., 0.], [1., 0.], [0., 0.], [1., 1.]]),
+    ...                    [0, 0, 1, 1], method="grpo").round(4)
+    array([-0.7071,  0.7071, -0.7071,  0.7071])
+    """
+    est = get_estimator(method)
+    unknown = sorted(set(options) - set(est.options))
+    if unknown:
+        raise TypeError(
+            f"unknown option(s) {unknown} for method {method!r}; valid options: {sorted(est.options) or 'none'}"
+        )
+    values, restore = _to_numpy(rewards)
+    values = _check_rewards(values)
+    n, k = values.shape
+    groups = GroupIndex.from_ids(_check_group_ids(group_ids, n))
+    w = _check_weights(weights, k)
+    if "lengths" in options and options["lengths"] is not None:
+        options = dict(options, lengths=_check_lengths(options["lengths"], n))
+    if "eps" in options:
+        _check_eps(options["eps"])
+    out = est.fn(values, groups, w, **options)  # [N] float64
+    return restore(out)
+
+
+# --------------------------------------------------------------------------------------
+# Input checks and numpy/torch round trip
+# --------------------------------------------------------------------------------------
+def _to_numpy(x) -> tuple[np.ndarray, Callable[[np.ndarray], Any]]:
+    """Array-like -> (float64-able numpy array, function restoring the input's type)."""
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is optional for the math core
+        torch = None
+    if torch is not None and isinstance(x, torch.Tensor):
+        dtype = x.dtype if x.is_floating_point() else torch.get_default_dtype()
+        device = x.device
+        arr = x.detach().to("cpu", torch.float64).numpy()
+        return arr, lambda out: torch.as_tensor(out, dtype=dtype, device=device)
+    if isinstance(x, np.ndarray):
+        dtype = x.dtype if np.issubdtype(x.dtype, np.floating) else np.float64
+        return x, lambda out: np.asarray(out, dtype=dtype)
+    if isinstance(x, (list, tuple)):
+        return np.asarray(x, dtype=np.float64), lambda out: np.asarray(out, dtype=np.float64)
+    raise TypeError(f"rewards must be a numpy array, torch tensor or nested list, got {type(x).__name__}")
+
+
+def _check_rewards(values: np.ndarray) -> np.ndarray:
+    if values.ndim != 2:
+        raise ValueError(
+            f"rewards must have shape [N, K] (samples x reward components), got shape {tuple(values.shape)}; "
+            "for a single reward use rewards.reshape(-1, 1)"
+        )
+    if not (np.issubdtype(values.dtype, np.number) or values.dtype == bool):
+        raise TypeError(f"rewards must be numeric, got dtype {values.dtype}")
+    values = values.astype(np.float64, copy=False)
+    bad = np.isinf(values)
+    if bad.any():
+        i, j = np.argwhere(bad)[0]
+        raise ValueError(
+            f"rewards contain inf (first at row {i}, column {j}: {values[i, j]}); "
+            "clip the reward to a finite range, or use NaN to mark 'not applicable'"
+        )
+    return values
+
+
+def _check_group_ids(group_ids, n: int) -> np.ndarray:
+    try:
+        import torch
+
+        if isinstance(group_ids, torch.Tensor):
+            group_ids = group_ids.detach().cpu().numpy()
+    except ImportError:  # pragma: no cover
+        pass
+    ids = np.asarray(group_ids)
+    if ids.ndim != 1 or ids.shape[0] != n:
+        raise ValueError(
+            f"group_ids must have shape [N] = [{n}] (one id per reward row), got shape {tuple(ids.shape)}"
+        )
+    if ids.dtype.kind == "f":
+        if np.isnan(ids).any():
+            raise ValueError("group_ids contain NaN; give every sample the id of its prompt")
+    elif ids.dtype.kind not in "iubUSO":
+        raise TypeError(f"group_ids must be ints or strings, got dtype {ids.dtype}")
+    if ids.dtype.kind == "O":
+        ids = ids.astype(str)
+    return ids
+
+
+def _check_weights(weights, k: int) -> np.ndarray:
+    if weights is None:
+        return np.ones(k, dtype=np.float64)
+    try:
+        import torch
+
+        if isinstance(weights, torch.Tensor):
+            weights = weights.detach().cpu().numpy()
+    except ImportError:  # pragma: no cover
+        pass
+    w = np.asarray(weights, dtype=np.float64).reshape(-1)
+    if w.shape[0] != k:
+        raise ValueError(f"got {w.shape[0]} weights {w.tolist()} for {k} reward columns; give exactly one weight per reward")
+    if not np.all(np.isfinite(w)):
+        raise ValueError(f"weights must be finite, got {w.tolist()}")
+    if np.any(w < 0):
+        raise ValueError(
+            f"weights must be non-negative, got {w.tolist()}; to penalize something, make its reward negative instead"
+        )
+    if k > 0 and not np.any(w > 0):
+        raise ValueError(f"all weights are zero ({w.tolist()}); at least one reward must count")
+    return w
+
+
+def _check_lengths(lengths, n: int) -> np.ndarray:
+    arr, _ = _to_numpy(lengths)
+    arr = np.asarray(arr, dtype=np.float64).reshape(-1)
+    if arr.shape[0] != n:
+        raise ValueError(f"lengths must have one entry per sample ({n}), got {arr.shape[0]}")
+    if not np.all(np.isfinite(arr)) or np.any(arr < 0):
+        raise ValueError(f"lengths must be finite and non-negative token counts, got min {arr.min()}, max {arr.max()}")
+    return arr
+
+
+def _check_eps(eps) -> None:
+    if not isinstance(eps, (int, float)) or not np.isfinite(eps) or eps < 0:
+        raise ValueError(f"eps must be a finite number >= 0, got {eps!r}")
