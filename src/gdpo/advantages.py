@@ -134,7 +134,8 @@ def group_normalize(
     if scale:
         sq = np.add.reduceat(np.where(applies, (v - mean_n) ** 2, 0.0), starts, axis=0)
         std = np.sqrt(sq / np.maximum(count - 1.0, 1.0))  # unbiased, [num_groups, K]
-        centered = centered / (groups.broadcast(std) + eps)
+        divisor = np.where(has_signal, std + eps, 1.0)  # groups without signal come out 0 below
+        centered = centered / groups.broadcast(divisor)
     out = np.where(applies & groups.broadcast(has_signal), centered, 0.0)
     return groups.from_sorted(out)
 
@@ -262,11 +263,23 @@ def gdpo(rewards, groups, weights, *, eps=DEFAULT_EPS, leave_one_out=False, batc
     """
     per_reward = group_normalize(rewards, groups, scale=per_reward_std, eps=eps,
                                  leave_one_out=leave_one_out)  # [N, K]
-    summed = per_reward @ weights  # [N]
+    summed = _cancel_rounding_noise(per_reward, weights)  # [N]
     active = _any_applicable(rewards)
     if not batch_norm:
         return np.where(active, summed, 0.0)
     return batch_normalize(summed, active, eps=eps, lengths=lengths)
+
+
+def _cancel_rounding_noise(per_reward: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Weighted sum [N] of [N, K], with sums that cancel down to rounding noise set to exactly 0.
+
+    Complementary rewards (r2 = 1 - r1) normalize to exact opposites, but their float sum is
+    ~1e-16, not 0; the batch step would blow that noise up into a ranking. A sum smaller than
+    64 ulps of the magnitudes that went into it is treated as the 0 it is.
+    """
+    summed = per_reward @ weights
+    magnitude = np.abs(per_reward) @ weights
+    return np.where(np.abs(summed) <= 64 * np.finfo(np.float64).eps * magnitude, 0.0, summed)
 
 
 def _gdpo_variant(name: str, doc: str, **fixed: Any) -> None:
