@@ -45,10 +45,25 @@ class GroupIndex:
     ``[starts[g], starts[g] + sizes[g])``. ``inverse[i]`` is sample i's group number.
     """
 
-    inverse: np.ndarray  # [N] int64, group number of each sample
-    order: np.ndarray  # [N] int64, samples sorted by group (stable)
     starts: np.ndarray  # [num_groups] int64
     sizes: np.ndarray  # [num_groups] int64
+    uniform_contiguous: bool = False  # samples already grouped, every group the same size
+    _order: np.ndarray | None = None  # [N] samples sorted by group (stable); None = identity
+    _inverse: np.ndarray | None = None  # [N] group number of each sample; None = derive
+
+    @property
+    def order(self) -> np.ndarray:
+        """[N] int64: the samples sorted by group (stable)."""
+        if self._order is None:
+            return np.arange(int(self.sizes.sum()), dtype=np.int64)
+        return self._order
+
+    @property
+    def inverse(self) -> np.ndarray:
+        """[N] int64: each sample's group number."""
+        if self._inverse is None:
+            return np.repeat(np.arange(self.num_groups, dtype=np.int64), self.sizes)
+        return self._inverse
 
     @property
     def num_groups(self) -> int:
@@ -60,26 +75,27 @@ class GroupIndex:
         ids = np.asarray(group_ids)
         if ids.shape[0] == 0:
             empty = np.zeros(0, dtype=np.int64)
-            return cls(empty, empty, empty, empty)
+            return cls(empty, empty)
         if _is_sorted_ints(ids):
             # Fast path: ids already grouped in ascending order (the usual layout).
             boundaries = np.flatnonzero(ids[1:] != ids[:-1]) + 1
             starts = np.concatenate(([0], boundaries)).astype(np.int64)
             sizes = np.diff(np.append(starts, ids.shape[0])).astype(np.int64)
-            inverse = np.repeat(np.arange(starts.shape[0], dtype=np.int64), sizes)
-            order = np.arange(ids.shape[0], dtype=np.int64)
-            return cls(inverse, order, starts, sizes)
+            uniform = bool(sizes.shape[0] > 0 and np.all(sizes == sizes[0]))
+            return cls(starts, sizes, uniform)
         _, inverse = np.unique(ids, return_inverse=True)
         inverse = inverse.reshape(-1).astype(np.int64)
         order = np.argsort(inverse, kind="stable").astype(np.int64)
         sizes = np.bincount(inverse).astype(np.int64)
         starts = np.concatenate(([0], np.cumsum(sizes)[:-1])).astype(np.int64)
-        return cls(inverse, order, starts, sizes)
+        return cls(starts, sizes, False, order, inverse)
 
     def to_sorted(self, x: np.ndarray) -> np.ndarray:
-        return x[self.order]
+        return x if self._order is None else x[self._order]
 
     def from_sorted(self, x_sorted: np.ndarray) -> np.ndarray:
+        if self._order is None:
+            return x_sorted
         out = np.empty_like(x_sorted)
         out[self.order] = x_sorted
         return out
@@ -113,6 +129,8 @@ def group_normalize(
     """
     if values.shape[0] == 0:
         return np.zeros_like(values, dtype=np.float64)
+    if groups.uniform_contiguous and not leave_one_out and not np.isnan(values).any():
+        return _group_normalize_uniform(values, int(groups.sizes[0]), scale=scale, eps=eps)
     v = groups.to_sorted(values)  # [N, K], grouped
     applies = ~np.isnan(v)  # [N, K]
     filled = np.where(applies, v, 0.0)
@@ -124,20 +142,54 @@ def group_normalize(
     hi = np.fmax.reduceat(np.where(applies, v, -np.inf), starts, axis=0)
     lo = np.fmin.reduceat(np.where(applies, v, np.inf), starts, axis=0)
     has_signal = (count >= 2) & (hi > lo)  # [num_groups, K]
-
     mean_n = groups.broadcast(mean)  # [N, K]
+    if scale:
+        sq = np.add.reduceat(np.where(applies, (v - mean_n) ** 2, 0.0), starts, axis=0)
+        std = np.sqrt(sq / np.maximum(count - 1.0, 1.0))  # unbiased, [num_groups, K]
+        has_signal &= (std + eps) > 0  # a spread so small that its square underflows counts as none
     centered = np.where(applies, v - mean_n, 0.0)
     if leave_one_out:
         count_n = groups.broadcast(count)
         # x - mean_of_others = (x - mean) * n / (n - 1)
         centered = centered * count_n / np.maximum(count_n - 1.0, 1.0)
     if scale:
-        sq = np.add.reduceat(np.where(applies, (v - mean_n) ** 2, 0.0), starts, axis=0)
-        std = np.sqrt(sq / np.maximum(count - 1.0, 1.0))  # unbiased, [num_groups, K]
         divisor = np.where(has_signal, std + eps, 1.0)  # groups without signal come out 0 below
         centered = centered / groups.broadcast(divisor)
     out = np.where(applies & groups.broadcast(has_signal), centered, 0.0)
     return groups.from_sorted(out)
+
+
+def _group_normalize_uniform(values: np.ndarray, size: int, *, scale: bool, eps: float) -> np.ndarray:
+    """Fast path of :func:`group_normalize`: contiguous groups of equal ``size``, no NaN."""
+    n, k = values.shape
+    return _normalize_kgb(_to_kgb(values, size), scale=scale, eps=eps).transpose(2, 1, 0).reshape(n, k)
+
+
+def _to_kgb(values: np.ndarray, size: int) -> np.ndarray:
+    """[N, K] grouped in order, groups of ``size`` -> contiguous [K, G, B]."""
+    n, k = values.shape
+    return np.ascontiguousarray(values.reshape(n // size, size, k).transpose(2, 1, 0))
+
+
+def _normalize_kgb(x: np.ndarray, *, scale: bool, eps: float) -> np.ndarray:
+    """Group-normalize a [K, G, B] array over G (every group full, no NaN); new array.
+
+    The usual trainer batch (B prompts x G rollouts, in order) takes this path. Same results
+    as the general path; in this layout every reduction runs over the middle axis with the B
+    groups contiguous (numpy is slow reducing a short last axis).
+    """
+    size = x.shape[1]
+    if size < 2:
+        return np.zeros_like(x)
+    mean = x.sum(axis=1, keepdims=True) / size  # [K, 1, B]
+    centered = x - mean  # [K, G, B]
+    has_signal = np.not_equal(x, x[:, :1]).any(axis=1, keepdims=True)  # [K, 1, B]: not all equal
+    if scale:
+        std = np.sqrt(np.square(centered).sum(axis=1, keepdims=True) / (size - 1))  # [K, 1, B]
+        has_signal &= (std + eps) > 0  # see group_normalize
+        centered /= np.where(has_signal, std + eps, 1.0)
+    centered *= has_signal
+    return centered
 
 
 def batch_normalize(
@@ -156,19 +208,27 @@ def batch_normalize(
     out = np.zeros_like(x, dtype=np.float64)
     if not active.any():
         return out
-    xa = x[active]
-    if lengths is None:
-        w = np.ones_like(xa)
-    else:
-        w = lengths[active].astype(np.float64)
-    n = w.sum()
-    if n <= 0:
-        return out
-    mean = float((w * xa).sum() / n)
-    var = float((w * (xa - mean) ** 2).sum() / max(n - 1.0, 1.0))
+    xa = x if active.all() else x[active]
     if xa.max() == xa.min():
         return out  # no spread: nothing to rank
-    out[active] = (xa - mean) / (np.sqrt(var) + eps)
+    # Work on x / max|x| so that squares neither overflow nor underflow; eps scales along.
+    size = float(np.abs(xa).max())
+    z = xa / size
+    if lengths is None:
+        n = float(z.shape[0])
+        mean = float(z.sum() / n)
+        deviation = z - mean
+        std = float(np.sqrt(np.einsum("i,i->", deviation, deviation) / max(n - 1.0, 1.0)))  # no BLAS threads
+    else:
+        w = lengths[active].astype(np.float64)
+        n = float(w.sum())
+        if n <= 0:
+            return out
+        mean = float((w * z).sum() / n)
+        std = float(np.sqrt((w * (z - mean) ** 2).sum() / max(n - 1.0, 1.0)))
+    with np.errstate(over="ignore"):
+        divisor = std + eps / size  # eps / size may overflow to inf: the result is then 0
+    out[active] = (z - mean) / divisor
     return out
 
 
@@ -218,11 +278,23 @@ def get_estimator(name: str) -> Estimator:
 
 def _weighted_sum(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """[N, K] with NaN -> [N]: NaN entries contribute nothing."""
+    if not np.isnan(values).any():
+        return values @ weights
     return np.where(np.isnan(values), 0.0, values) @ weights
 
 
 def _any_applicable(rewards: np.ndarray) -> np.ndarray:
+    if not np.isnan(rewards).any():
+        return np.ones(rewards.shape[0], dtype=bool)
     return ~np.all(np.isnan(rewards), axis=1)  # [N]
+
+
+def _total_reward(rewards: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Weighted sum [N] of applicable rewards; NaN where no reward applies (left out of stats)."""
+    total = _weighted_sum(rewards, weights)
+    if np.isnan(rewards).any():
+        total[np.all(np.isnan(rewards), axis=1)] = np.nan
+    return total
 
 
 _SUM_OPTIONS = {"eps": DEFAULT_EPS, "leave_one_out": False}
@@ -231,16 +303,14 @@ _SUM_OPTIONS = {"eps": DEFAULT_EPS, "leave_one_out": False}
 @register_estimator("grpo", options=_SUM_OPTIONS)
 def grpo(rewards, groups, weights, *, eps=DEFAULT_EPS, leave_one_out=False):
     """GRPO on several rewards: weighted sum, then per group (x - mean) / (std + eps)."""
-    total = _weighted_sum(rewards, weights)  # [N]
-    total = np.where(_any_applicable(rewards), total, np.nan)
+    total = _total_reward(rewards, weights)  # [N]
     return group_normalize(total[:, None], groups, eps=eps, leave_one_out=leave_one_out)[:, 0]
 
 
 @register_estimator("grpo_no_std", options=_SUM_OPTIONS)
 def grpo_no_std(rewards, groups, weights, *, eps=DEFAULT_EPS, leave_one_out=False):
     """GRPO w/o std (Dr. GRPO style): weighted sum, then per group x - mean."""
-    total = _weighted_sum(rewards, weights)
-    total = np.where(_any_applicable(rewards), total, np.nan)
+    total = _total_reward(rewards, weights)  # [N]
     return group_normalize(total[:, None], groups, scale=False, eps=eps, leave_one_out=leave_one_out)[:, 0]
 
 
@@ -261,9 +331,15 @@ def gdpo(rewards, groups, weights, *, eps=DEFAULT_EPS, leave_one_out=False, batc
     Options: ``batch_norm=False`` drops the batch step (ablation), ``per_reward_std=False``
     only centers each reward, ``lengths`` [N] makes the batch step token-weighted (verl).
     """
-    per_reward = group_normalize(rewards, groups, scale=per_reward_std, eps=eps,
-                                 leave_one_out=leave_one_out)  # [N, K]
-    summed = _cancel_rounding_noise(per_reward, weights)  # [N]
+    if groups.uniform_contiguous and not leave_one_out and not np.isnan(rewards).any():
+        # Fast path: stay in the [K, G, B] layout and sum over K there.
+        size = int(groups.sizes[0])
+        per_reward = _normalize_kgb(_to_kgb(rewards, size), scale=per_reward_std, eps=eps)  # [K, G, B]
+        summed = _cancel_rounding_noise(per_reward, weights).T.reshape(-1)  # [G, B] -> [N]
+    else:
+        per_reward = group_normalize(rewards, groups, scale=per_reward_std, eps=eps,
+                                     leave_one_out=leave_one_out)  # [N, K]
+        summed = _cancel_rounding_noise(per_reward.T, weights)  # [N]
     active = _any_applicable(rewards)
     if not batch_norm:
         return np.where(active, summed, 0.0)
@@ -271,15 +347,25 @@ def gdpo(rewards, groups, weights, *, eps=DEFAULT_EPS, leave_one_out=False, batc
 
 
 def _cancel_rounding_noise(per_reward: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """Weighted sum [N] of [N, K], with sums that cancel down to rounding noise set to exactly 0.
+    """Weighted sum over the first (reward) axis of ``per_reward`` [K, ...] -> [...].
 
-    Complementary rewards (r2 = 1 - r1) normalize to exact opposites, but their float sum is
-    ~1e-16, not 0; the batch step would blow that noise up into a ranking. A sum smaller than
-    64 ulps of the magnitudes that went into it is treated as the 0 it is.
+    Sums that cancel down to rounding noise become exactly 0. Complementary rewards
+    (r2 = 1 - r1) normalize to exact opposites, but their float sum is ~1e-16, not 0; the
+    batch step would blow that noise up into a ranking. A sum smaller than 64 ulps of the
+    magnitudes that went into it is treated as the 0 it is.
     """
-    summed = per_reward @ weights
-    magnitude = np.abs(per_reward) @ weights
-    return np.where(np.abs(summed) <= 64 * np.finfo(np.float64).eps * magnitude, 0.0, summed)
+    summed = np.zeros(per_reward.shape[1:])
+    magnitude = np.zeros(per_reward.shape[1:])
+    term = np.empty(per_reward.shape[1:])
+    for k, w in enumerate(weights):  # a loop over the K rewards, each a whole-batch operation
+        if w == 0:
+            continue
+        np.multiply(per_reward[k], w, out=term)
+        summed += term
+        np.abs(term, out=term)
+        magnitude += term
+    summed[np.abs(summed) <= 64 * np.finfo(np.float64).eps * magnitude] = 0.0
+    return summed
 
 
 def _gdpo_variant(name: str, doc: str, **fixed: Any) -> None:
