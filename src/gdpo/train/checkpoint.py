@@ -1,0 +1,121 @@
+"""Atomic checkpoints: trainable weights, optimizer, scheduler, RNG states, data position.
+
+Layout: ``<output_dir>/checkpoints/step-000012/`` with ``weights.pt``, ``optimizer.pt``,
+``scheduler.pt``, ``rng-rank<r>.pt`` (one per process) and ``state.json``. A checkpoint is
+written into a temporary folder, every file fsync'ed, then renamed into place, so a process
+killed at any moment leaves either the whole checkpoint or none.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+PREFIX = "step-"
+
+
+def rng_state() -> dict[str, Any]:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The parameters that train (all of them, or the LoRA adapters), on CPU."""
+    return {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _save(obj: Any, path: Path) -> None:
+    with open(path, "wb") as fh:
+        torch.save(obj, fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def checkpoint_root(output_dir: str | Path) -> Path:
+    return Path(output_dir) / "checkpoints"
+
+
+def list_checkpoints(output_dir: str | Path) -> list[Path]:
+    """Complete checkpoints, oldest first."""
+    root = checkpoint_root(output_dir)
+    if not root.is_dir():
+        return []
+    found = [p for p in root.iterdir() if p.name.startswith(PREFIX) and (p / "state.json").is_file()]
+    return sorted(found, key=lambda p: int(p.name[len(PREFIX):]))
+
+
+def save_checkpoint(output_dir: str | Path, step: int, *, model, optimizer, scheduler,
+                    state: dict[str, Any], rank: int = 0, world_size: int = 1, keep_last: int = 2,
+                    barrier=lambda: None) -> Path:
+    """Write checkpoint ``step`` atomically; every process calls it (each saves its RNG)."""
+    root = checkpoint_root(output_dir)
+    final = root / f"{PREFIX}{step:06d}"
+    tmp = root / f".tmp-{PREFIX}{step:06d}"
+    if rank == 0:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    barrier()
+    _save(rng_state(), tmp / f"rng-rank{rank}.pt")
+    if rank == 0:
+        _save(trainable_state(model), tmp / "weights.pt")
+        _save(optimizer.state_dict(), tmp / "optimizer.pt")
+        _save(scheduler.state_dict(), tmp / "scheduler.pt")
+    barrier()
+    if rank == 0:
+        with open(tmp / "state.json", "w") as fh:
+            json.dump({**state, "step": step, "world_size": world_size}, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        _fsync_dir(tmp)
+        shutil.rmtree(final, ignore_errors=True)
+        os.rename(tmp, final)
+        _fsync_dir(root)
+        for old in list_checkpoints(output_dir)[:-keep_last]:
+            shutil.rmtree(old, ignore_errors=True)
+    barrier()
+    return final
+
+
+def load_checkpoint(path: Path, *, model, optimizer, scheduler, rank: int = 0) -> dict[str, Any]:
+    """Restore weights, optimizer, scheduler and this process's RNG; returns ``state.json``."""
+    state = json.loads((path / "state.json").read_text())
+    weights = torch.load(path / "weights.pt", map_location="cpu", weights_only=True)
+    params = dict(model.named_parameters())
+    unknown = [k for k in weights if k not in params]
+    if unknown:
+        raise ValueError(f"checkpoint {path} has weights the model lacks: {unknown[:5]}; was it another model?")
+    with torch.no_grad():
+        for name, value in weights.items():
+            params[name].copy_(value.to(params[name].device))
+    optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location="cpu", weights_only=False))
+    scheduler.load_state_dict(torch.load(path / "scheduler.pt", map_location="cpu", weights_only=False))
+    rng_file = path / f"rng-rank{rank}.pt"
+    if not rng_file.exists():
+        raise ValueError(f"checkpoint {path} has no RNG state for rank {rank}; resume with the same number of processes")
+    set_rng_state(torch.load(rng_file, map_location="cpu", weights_only=False))
+    return state

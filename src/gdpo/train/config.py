@@ -1,0 +1,211 @@
+"""The training config: one dataclass tree, each field documented once (its ``help``).
+
+A YAML file maps onto :class:`TrainConfig` section by section. Unknown keys and bad values
+are errors that name the key, show the value and suggest the nearest valid one.
+
+>>> cfg = config_from_dict({"steps": 3, "rollout": {"num_generations": 4}})
+>>> cfg.rollout.num_generations
+4
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from gdpo.train.config_io import ConfigError, apply_overrides, build_dataclass, config_to_dict, describe_fields
+
+__all__ = [
+    "ConfigError", "TrainConfig", "ModelConfig", "TinyModelConfig", "LoraConfig", "TaskConfig",
+    "RolloutConfig", "LossConfig", "OptimConfig", "UpdateConfig", "CheckpointConfig",
+    "LoggingConfig", "EvalConfig", "config_from_dict", "load_config", "config_to_dict",
+    "describe_fields",
+]
+
+
+def _f(default: Any, help: str, **kw: Any) -> Any:
+    """A dataclass field carrying its documentation (mutable defaults are copied)."""
+    if isinstance(default, (dict, list)) or dataclasses.is_dataclass(default):
+        proto = default
+        return field(default_factory=lambda: copy.deepcopy(proto), metadata={"help": help}, **kw)
+    return field(default=default, metadata={"help": help}, **kw)
+
+
+@dataclass
+class TinyModelConfig:
+    """Shape of the random-init Llama used by ``model.name: tiny`` (tests, smoke runs)."""
+
+    hidden_size: int = _f(64, "width of the residual stream")
+    num_layers: int = _f(2, "number of transformer blocks")
+    num_heads: int = _f(4, "attention heads (hidden_size must be divisible by it)")
+    intermediate_size: int = _f(128, "MLP width")
+    max_positions: int = _f(256, "maximum sequence length (prompt + response)")
+
+
+@dataclass
+class LoraConfig:
+    """LoRA adapters through peft; the frozen base doubles as the KL reference (no copy)."""
+
+    r: int = _f(8, "adapter rank")
+    alpha: float = _f(16.0, "LoRA scaling numerator (scale = alpha / r)")
+    dropout: float = _f(0.0, "dropout on the adapter input")
+    target_modules: list[str] = _f(["q_proj", "k_proj", "v_proj", "o_proj"], "module names that get adapters")
+
+
+@dataclass
+class ModelConfig:
+    """Which causal LM to train."""
+
+    name: str = _f("smollm2", "'smollm2' (embedded SmolLM2-135M-Instruct), 'tiny' (random init, "
+                   "char-level tokenizer) or a local folder with an HF model and tokenizer")
+    init_seed: int | None = _f(None, "seed of the random init for 'tiny' (default: the run's seed)")
+    tiny: TinyModelConfig = _f(TinyModelConfig(), "shape of the 'tiny' model")
+    dtype: Literal["auto", "float32", "bfloat16"] = _f(
+        "auto", "training dtype: 'auto' = bf16 autocast on CUDA with bf16 support, fp32 on CPU")
+    lora: LoraConfig | None = _f(None, "LoRA settings; null = train all weights")
+    gradient_checkpointing: bool = _f(False, "recompute activations in backward (saves memory)")
+
+
+@dataclass
+class TaskConfig:
+    """The task: prompts, test split and default rewards (``gdpo.data.get_task``)."""
+
+    name: str = _f("toy", "registered task name (toy, toolcall, math, gsm8k, code, toolrl, ...)")
+    params: dict[str, Any] = _f({}, "keyword parameters of the task builder (path, num_train, seed, ...)")
+
+
+@dataclass
+class RolloutConfig:
+    """Sampling G completions per prompt with HF generate (KV cache)."""
+
+    prompts_per_step: int = _f(8, "B: prompts per step (over all processes)")
+    num_generations: int = _f(8, "G: completions per prompt (a group); at least 2")
+    max_new_tokens: int = _f(16, "response length limit in tokens (generation stops at EOS)")
+    max_prompt_tokens: int = _f(1024, "prompts longer than this are cut from the left")
+    temperature: float = _f(1.0, "sampling temperature (> 0); logprobs use the same temperature")
+    top_p: float = _f(1.0, "nucleus sampling mass in (0, 1]")
+    top_k: int = _f(0, "top-k sampling; 0 = off (overrides a model's generation_config default)")
+
+
+@dataclass
+class LossConfig:
+    """PPO-style clipped surrogate, KL and entropy terms, and how tokens are averaged."""
+
+    eps_low: float = _f(0.2, "lower clip: ratio >= 1 - eps_low for negative advantages")
+    eps_high: float = _f(0.2, "upper clip: ratio <= 1 + eps_high for positive advantages (DAPO: 0.28)")
+    aggregation: Literal["token_mean", "seq_mean", "constant"] = _f(
+        "token_mean", "token_mean: mean over all response tokens of the minibatch (DAPO); seq_mean: "
+        "mean per sequence, then over sequences (GRPO paper); constant: token sum / (num sequences x "
+        "constant_normalizer) (Dr. GRPO)")
+    constant_normalizer: int | None = _f(None, "tokens per sequence for aggregation=constant "
+                                               "(default: rollout.max_new_tokens)")
+    beta: float = _f(0.0, "KL coefficient to a frozen reference; 0 = no reference model is loaded")
+    kl_estimator: Literal["k1", "k3"] = _f("k3", "k1: logp - ref_logp; k3: exp(ref - logp) - (ref - logp) - 1")
+    entropy_coef: float = _f(0.0, "entropy bonus coefficient (loss -= coef x entropy)")
+
+
+@dataclass
+class OptimConfig:
+    """AdamW with linear warmup then cosine (or constant) learning rate."""
+
+    lr: float = _f(1e-6, "peak learning rate")
+    weight_decay: float = _f(0.0, "AdamW weight decay")
+    betas: list[float] = _f([0.9, 0.999], "AdamW betas")
+    warmup_steps: int = _f(0, "optimizer steps of linear warmup from 0")
+    lr_schedule: Literal["cosine", "constant"] = _f("cosine", "shape after warmup")
+    min_lr_ratio: float = _f(0.0, "cosine floor as a fraction of lr")
+    max_grad_norm: float | None = _f(1.0, "clip the global gradient norm; null = no clipping")
+
+
+@dataclass
+class UpdateConfig:
+    """How each rollout batch is turned into optimizer steps."""
+
+    ppo_epochs: int = _f(1, "passes over each rollout batch")
+    num_minibatches: int = _f(1, "optimizer steps per pass (samples assigned by index mod this number)")
+    micro_batch_size: int = _f(16, "sequences per forward/backward per process (gradient accumulation)")
+    dynamic_sampling: bool = _f(False, "mask out groups whose weighted total reward has no spread (DAPO; "
+                                       "no refill, so the step trains on fewer groups)")
+
+
+@dataclass
+class CheckpointConfig:
+    """Checkpoints: model, optimizer, scheduler, RNG states and data position."""
+
+    every: int = _f(50, "save every this many steps (and at the end); 0 = only at the end")
+    keep_last: int = _f(2, "checkpoints kept; older ones are deleted")
+    save_final_model: bool = _f(True, "write an HF folder (model + tokenizer) to <output_dir>/final")
+
+
+@dataclass
+class LoggingConfig:
+    """Where step metrics go, besides metrics.jsonl (always written)."""
+
+    tensorboard: bool = _f(True, "write TensorBoard events to <output_dir>/tb")
+    wandb: bool = _f(False, "log to Weights & Biases (needs `pip install wandb`)")
+    mlflow: bool = _f(False, "log to MLflow (needs `pip install mlflow`)")
+    project: str = _f("gdpo", "W&B project / MLflow experiment name")
+    samples_every: int = _f(10, "write completions with their rewards to samples.jsonl every this many steps; 0 = never")
+    num_samples: int = _f(4, "completions written each time")
+    progress: Literal["auto", "bar", "lines"] = _f("auto", "auto: tqdm bar on a terminal, plain lines otherwise")
+
+
+@dataclass
+class EvalConfig:
+    """Greedy evaluation on the task's test split, per-reward means to eval.jsonl."""
+
+    every: int = _f(0, "evaluate every this many steps (and at the end); 0 = never")
+    num_prompts: int = _f(32, "test prompts used (the first ones)")
+    batch_size: int = _f(16, "prompts per generate call")
+
+
+@dataclass
+class TrainConfig:
+    """A training run. Every section below has its own fields."""
+
+    seed: int = _f(0, "seeds python, numpy and torch; same seed + CPU = same run")
+    steps: int = _f(100, "rollout/update steps")
+    output_dir: str = _f("runs/gdpo", "where metrics, checkpoints and the final model go")
+    method: str = _f("gdpo", "advantage estimator: gdpo, grpo, grpo_no_std, gdpo_no_bn, gdpo_no_std, ...")
+    method_options: dict[str, Any] = _f({}, "estimator options, e.g. {eps: 1e-4, leave_one_out: true}")
+    token_weighted_batch_norm: bool = _f(False, "pass response lengths to the estimator (verl-style "
+                                                "token-weighted batch normalization; GDPO family)")
+    rewards: list[Any] | None = _f(None, "reward set [{name, weight, params, condition: {on, min}}]; "
+                                         "null = the task's default rewards")
+    model: ModelConfig = _f(ModelConfig(), "the policy")
+    task: TaskConfig = _f(TaskConfig(), "the data")
+    rollout: RolloutConfig = _f(RolloutConfig(), "sampling")
+    loss: LossConfig = _f(LossConfig(), "the objective")
+    optim: OptimConfig = _f(OptimConfig(), "the optimizer")
+    update: UpdateConfig = _f(UpdateConfig(), "minibatches and epochs")
+    checkpoint: CheckpointConfig = _f(CheckpointConfig(), "checkpointing")
+    logging: LoggingConfig = _f(LoggingConfig(), "logging")
+    eval: EvalConfig = _f(EvalConfig(), "evaluation")
+
+
+def config_from_dict(data: dict[str, Any] | None, overrides: list[str] | None = None) -> TrainConfig:
+    """Build and validate a :class:`TrainConfig` from a (YAML) dict and ``a.b=value`` overrides."""
+    from gdpo.train.validate import validate
+
+    data = apply_overrides(dict(data or {}), overrides or [])
+    cfg = build_dataclass(TrainConfig, data, path="")
+    validate(cfg)
+    return cfg
+
+
+def load_config(path: str | None, overrides: list[str] | None = None) -> TrainConfig:
+    """Read a YAML config file (None = the defaults) and apply overrides."""
+    import yaml
+
+    if path is None:
+        return config_from_dict({}, overrides)
+    try:
+        with open(path) as fh:
+            data = yaml.safe_load(fh) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path!r} does not exist; give a path to a YAML file") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path!r} must hold a mapping at the top level, got {type(data).__name__}")
+    return config_from_dict(data, overrides)

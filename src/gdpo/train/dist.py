@@ -1,0 +1,82 @@
+"""torch.distributed in a few helpers; a single process works with no setup at all.
+
+Launch with ``torchrun --nproc_per_node 2 -m gdpo train ...`` (or ``accelerate launch``):
+the usual RANK / WORLD_SIZE / MASTER_ADDR variables select the process group; gloo on CPU,
+nccl on CUDA.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+
+def setup() -> DistInfo:
+    """Join the process group the launcher describes (no-op for a single process)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistInfo()
+    if not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend=backend)
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if torch.cuda.is_available():
+        torch.cuda.set_device(local)
+    return DistInfo(dist.get_rank(), dist.get_world_size(), local)
+
+
+def teardown(info: DistInfo) -> None:
+    if info.enabled and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def all_gather_objects(obj: Any, info: DistInfo) -> list[Any]:
+    """Every process's ``obj``, in rank order (a one-element list without distribution)."""
+    if not info.enabled:
+        return [obj]
+    out: list[Any] = [None] * info.world_size
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def all_reduce_sum(x: torch.Tensor, info: DistInfo) -> torch.Tensor:
+    """Sum of ``x`` over processes (a copy)."""
+    x = x.detach().clone()
+    if info.enabled:
+        dist.all_reduce(x, op=dist.ReduceOp.SUM)
+    return x
+
+
+def barrier(info: DistInfo) -> None:
+    if info.enabled:
+        dist.barrier()
+
+
+def rank_slice(total: int, info: DistInfo) -> slice:
+    """This process's contiguous share of ``total`` items (total must divide evenly)."""
+    if total % info.world_size:
+        raise ValueError(
+            f"rollout.prompts_per_step={total} must be divisible by the number of processes "
+            f"({info.world_size}) so that every group stays on one process"
+        )
+    per = total // info.world_size
+    return slice(info.rank * per, (info.rank + 1) * per)

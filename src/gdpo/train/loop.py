@@ -1,0 +1,147 @@
+"""The training recipe, top to bottom: rollout -> rewards -> advantages -> loss -> optimizer.
+
+    for step in 1..steps:
+        rows        = this process's share of the step's prompts
+        rollout     = G sampled completions per prompt (HF generate, KV cache)
+        scored      = rewards [N, K] of the global batch -> advantages [N] (gdpo, grpo, ...)
+        batch       = our block of samples, old / reference logprobs when needed
+        figures     = update_policy(...)   # epochs x minibatches of clipped-surrogate steps
+        log, sample, evaluate, checkpoint
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from gdpo.train import dist
+from gdpo.train.build import (autocast_for, build_optimizer, device_for, load_policy, load_reference,
+                              seed_everything, update_settings)
+from gdpo.train.config import TrainConfig, config_from_dict, config_to_dict, load_config
+from gdpo.train.metrics import advantage_metrics, length_metrics, reward_metrics
+from gdpo.train.rollout import Rollout, generate
+from gdpo.train.scoring import ScoredBatch, score_and_normalize
+from gdpo.train.session import Session, open_session
+from gdpo.train.update import UpdateBatch, batched_logprobs, update_policy
+
+
+@dataclass
+class TrainResult:
+    """What a run produced."""
+
+    output_dir: Path
+    steps_done: int  # last step completed (counting steps before a resume)
+    history: list[dict[str, Any]] = field(default_factory=list)  # this process's metrics per step
+    final_model_dir: Path | None = None
+
+
+def as_config(config: TrainConfig | dict | str | Path | None, overrides: list[str] | None = None) -> TrainConfig:
+    if isinstance(config, TrainConfig):
+        return config_from_dict(config_to_dict(config), overrides) if overrides else config
+    if isinstance(config, dict):
+        return config_from_dict(config, overrides)
+    return load_config(None if config is None else str(config), overrides)
+
+
+def train(config: TrainConfig | dict | str | Path | None = None, *, overrides: list[str] | None = None,
+          resume: bool = False) -> TrainResult:
+    """Train as ``config`` says (a TrainConfig, a dict, a YAML path, or None = defaults)."""
+    cfg = as_config(config, overrides)
+    info = dist.setup()
+    try:
+        return _run(cfg, info, resume)
+    finally:
+        dist.teardown(info)
+
+
+def _run(cfg: TrainConfig, info: dist.DistInfo, resume: bool) -> TrainResult:
+    seed_everything(cfg.seed)
+    device = device_for(info)
+    s = open_session(cfg, info, device, resume)  # task, policy, rewards, optimizer, logger, restored state
+    seed_offset_rng(cfg, info, s.resumed)
+    settings = update_settings(cfg)
+    autocast = autocast_for(cfg, device)
+    history = []
+    for step in range(s.start_step + 1, cfg.steps + 1):
+        t0 = time.perf_counter()
+        rows = s.prompts_for_step()
+        rollout = generate(s.policy.core, s.policy.tokenizer, rows, num_generations=cfg.rollout.num_generations,
+                           max_new_tokens=cfg.rollout.max_new_tokens, max_prompt_tokens=cfg.rollout.max_prompt_tokens,
+                           temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p, top_k=cfg.rollout.top_k)
+        t_gen = time.perf_counter() - t0
+        scored = score_and_normalize(s.rewards, rollout.completions, rollout.rows, rollout.lengths.numpy(),
+                                     cfg.rollout.num_generations, method=cfg.method,
+                                     method_options=cfg.method_options,
+                                     token_weighted=cfg.token_weighted_batch_norm,
+                                     dynamic_sampling=cfg.update.dynamic_sampling, info=info)
+        batch = make_update_batch(cfg, s, rollout, scored, autocast)
+        if scored.keep.any():
+            figures = update_policy(s.policy.model, s.optimizer, s.scheduler, batch, settings, info, autocast)
+        else:
+            figures = {"update/skipped": 1.0}  # dynamic sampling dropped every group
+        elapsed = time.perf_counter() - t0
+        metrics = step_metrics(scored, rollout, figures, elapsed, t_gen, cfg)
+        history.append({"step": step, **metrics})
+        s.after_step(step, metrics, rollout, scored)
+    return s.finish(history)
+
+
+def seed_offset_rng(cfg: TrainConfig, info: dist.DistInfo, resumed: bool) -> None:
+    """Give each process its own sampling stream (unless the RNG came from a checkpoint)."""
+    if info.rank and not resumed:
+        seed_everything(cfg.seed + 1000 * info.rank)
+
+
+def make_update_batch(cfg: TrainConfig, s: Session, rollout: Rollout, scored: ScoredBatch, autocast) -> UpdateBatch:
+    """Our block of the batch; old logprobs only when a batch gets several optimizer steps."""
+    keep = torch.as_tensor(scored.keep[scored.local])  # [N_local]
+    batch = UpdateBatch(
+        prompt_ids=rollout.prompt_ids, prompt_mask=rollout.prompt_mask,
+        completion_ids=rollout.completion_ids,
+        completion_mask=rollout.completion_mask * keep[:, None].to(rollout.completion_mask.dtype),
+        advantages=torch.as_tensor(scored.advantages[scored.local], dtype=torch.float32,
+                                   device=rollout.completion_ids.device),
+    )
+    micro, temp = cfg.update.micro_batch_size, cfg.rollout.temperature
+    if cfg.update.ppo_epochs * cfg.update.num_minibatches > 1:
+        batch.old_logp = batched_logprobs(s.policy.model, batch, micro, temp, autocast)
+    if s.reference is not None:
+        with s.reference.context():
+            batch.ref_logp = batched_logprobs(s.reference.model, batch, micro, temp, autocast)
+    return batch
+
+
+def step_metrics(scored: ScoredBatch, rollout: Rollout, figures: dict[str, float], elapsed: float,
+                 t_gen: float, cfg: TrainConfig) -> dict[str, float]:
+    """The step's row of metrics.jsonl (global batch figures; timing of this process)."""
+    truncated = scored.lengths >= cfg.rollout.max_new_tokens
+    out = reward_metrics(scored.values, scored.names, scored.weights, scored.group_ids, scored.errors)
+    kept = scored.keep
+    out.update(advantage_metrics(scored.advantages[kept], scored.group_ids[kept]) if kept.any() else {})
+    out.update(length_metrics(scored.lengths, truncated))
+    out.update(figures)
+    out["kl"] = out.get("loss/kl", 0.0)
+    out["clip_frac"] = out.get("loss/clip_frac", 0.0)
+    out["entropy"] = out.get("loss/entropy", float("nan"))
+    out["groups/kept_frac"] = float(kept.mean())
+    out["time/step_s"] = elapsed
+    out["time/generate_s"] = t_gen
+    out["tokens_per_s"] = float(scored.lengths.sum()) / max(elapsed, 1e-9)
+    return out
+
+
+def load_and_train(path: str | None, overrides: list[str], output_dir: str | None, resume: bool) -> TrainResult:
+    """The CLI's entry: a config file (or the saved one when resuming), overrides, output dir."""
+    if output_dir:
+        overrides = [*overrides, f"output_dir={output_dir}"]
+    if path is None and resume and output_dir and (Path(output_dir) / "config.yaml").is_file():
+        path = str(Path(output_dir) / "config.yaml")
+    return train(load_config(path, overrides), resume=resume)
+
+
+__all__ = ["TrainResult", "train", "load_and_train", "as_config", "np"]

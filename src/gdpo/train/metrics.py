@@ -1,0 +1,91 @@
+"""Per-step figures of the rewards and advantages (numpy in, flat dict of floats out).
+
+The collapse is measured live: ``advantages/distinct_per_group`` is the mean number of
+distinct advantage values (rounded to 4 decimals) per group, and each reward's
+``zero_std_frac`` is the share of groups in which that reward has no spread.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+try:  # the shared implementation, when present
+    from gdpo.analysis import distinct_values_per_group, zero_spread_fraction
+except ImportError:  # pragma: no cover - fallback kept equivalent to gdpo.analysis
+    from gdpo.advantages import GroupIndex
+
+    def distinct_values_per_group(advantages, group_ids, decimals: int = 4) -> np.ndarray:
+        adv = np.round(np.asarray(advantages, dtype=np.float64), decimals) + 0.0
+        groups = GroupIndex.from_ids(np.asarray(group_ids))
+        return np.array([len(np.unique(adv[groups.inverse == g])) for g in range(groups.num_groups)])
+
+    def zero_spread_fraction(rewards, group_ids) -> np.ndarray:
+        values = np.asarray(rewards, dtype=np.float64)
+        groups = GroupIndex.from_ids(np.asarray(group_ids))
+        out = np.zeros(values.shape[1])
+        for g in range(groups.num_groups):
+            col = values[groups.inverse == g]
+            for k in range(values.shape[1]):
+                v = col[:, k][~np.isnan(col[:, k])]
+                out[k] += float(len(v) < 2 or v.max() == v.min())
+        return out / max(groups.num_groups, 1)
+
+
+def reward_metrics(values: np.ndarray, names: list[str], weights: np.ndarray, group_ids: np.ndarray,
+                   errors: dict[str, int] | None = None) -> dict[str, float]:
+    """``rewards/<name>/{mean,std,zero_std_frac,errors}`` and ``rewards/total/*`` from values [N, K]."""
+    out: dict[str, float] = {}
+    zero = zero_spread_fraction(values, group_ids)  # [K]
+    for k, name in enumerate(names):
+        col = values[:, k]
+        ok = col[~np.isnan(col)]
+        out[f"rewards/{name}/mean"] = float(ok.mean()) if ok.size else float("nan")
+        out[f"rewards/{name}/std"] = float(ok.std()) if ok.size else float("nan")
+        out[f"rewards/{name}/zero_std_frac"] = float(zero[k])
+        out[f"rewards/{name}/errors"] = float((errors or {}).get(name, 0))
+    total = np.where(np.isnan(values), 0.0, values) @ weights  # [N]
+    out["rewards/total/mean"] = float(total.mean())
+    out["rewards/total/std"] = float(total.std())
+    out["rewards/total/zero_std_frac"] = float(zero_spread_fraction(total[:, None], group_ids)[0])
+    return out
+
+
+def advantage_metrics(advantages: np.ndarray, group_ids: np.ndarray, decimals: int = 4) -> dict[str, float]:
+    """Mean/std/min/max of the advantages [N] and the mean number of distinct values per group."""
+    adv = np.asarray(advantages, dtype=np.float64)
+    distinct = distinct_values_per_group(adv, group_ids, decimals=decimals)
+    return {
+        "advantages/mean": float(adv.mean()),
+        "advantages/std": float(adv.std()),
+        "advantages/min": float(adv.min()),
+        "advantages/max": float(adv.max()),
+        "advantages/distinct_per_group": float(np.mean(distinct)),
+    }
+
+
+def length_metrics(lengths: np.ndarray, truncated: np.ndarray) -> dict[str, float]:
+    """Response length mean/max (tokens, EOS included) and the share that hit max_new_tokens."""
+    lengths = np.asarray(lengths, dtype=np.float64)
+    return {
+        "completions/length_mean": float(lengths.mean()),
+        "completions/length_max": float(lengths.max()),
+        "completions/truncated_frac": float(np.mean(truncated)),
+    }
+
+
+class Averager:
+    """Weighted running means of scalar figures (e.g. over micro-batches)."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, float] = {}
+        self.weights: dict[str, float] = {}
+
+    def add(self, values: dict[str, Any], weight: float = 1.0) -> None:
+        for key, value in values.items():
+            self.sums[key] = self.sums.get(key, 0.0) + float(value) * weight
+            self.weights[key] = self.weights.get(key, 0.0) + weight
+
+    def means(self) -> dict[str, float]:
+        return {k: self.sums[k] / self.weights[k] for k in self.sums if self.weights[k] > 0}

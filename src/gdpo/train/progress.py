@@ -1,0 +1,48 @@
+"""Progress display: a tqdm bar on a terminal, plain lines otherwise (logs, CI)."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+
+def _short(metrics: dict[str, float]) -> dict[str, str]:
+    """The few figures worth watching live."""
+    out = {"reward": f"{metrics.get('rewards/total/mean', float('nan')):.3f}"}
+    for key, value in metrics.items():
+        if key.startswith("rewards/") and key.endswith("/mean") and "/total/" not in key:
+            out[key.split("/")[1]] = f"{value:.2f}"
+    out["adv_distinct"] = f"{metrics.get('advantages/distinct_per_group', float('nan')):.2f}"
+    out["len"] = f"{metrics.get('completions/length_mean', float('nan')):.1f}"
+    out["s/step"] = f"{metrics.get('time/step_s', float('nan')):.2f}"
+    return out
+
+
+class Progress:
+    """Shows each step's headline figures."""
+
+    def __init__(self, total: int, start: int, mode: str = "auto", enabled: bool = True):
+        self.total, self.enabled, self.bar = total, enabled, None
+        use_bar = mode == "bar" or (mode == "auto" and sys.stderr.isatty())
+        if enabled and use_bar:
+            try:
+                from tqdm.auto import tqdm
+
+                self.bar = tqdm(total=total, initial=start, desc="gdpo train", dynamic_ncols=True)
+            except ImportError:
+                self.bar = None
+        self.every = max(1, total // 50)
+
+    def update(self, step: int, metrics: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        figures = _short(metrics)
+        if self.bar is not None:
+            self.bar.set_postfix(figures, refresh=False)
+            self.bar.update(1)
+        elif step % self.every == 0 or step == self.total:
+            print(f"step {step}/{self.total} " + " ".join(f"{k}={v}" for k, v in figures.items()), flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
