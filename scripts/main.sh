@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Sets up, then runs the main job on the built-in defaults; outputs go under ./outputs/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+exec "${PYTHON:-python3}" -m gdpo collapse --output-dir outputs/collapse "$@"
