@@ -163,6 +163,8 @@ def test_registered_names_and_reward_set_with_condition():
 # -- hostile programs score 0 ---------------------------------------------------------------
 
 def test_hostile_programs_score_zero_and_leave_no_trace(tmp_path):
+    configure(limits=SandboxLimits(cpu_seconds=1, wall_seconds=1.5, memory_bytes=256 * 1024**2,
+                                   max_processes=8, output_bytes=64 * 1024))
     caps = sandbox_capabilities()
     token = uuid.uuid4().hex
     target = str(tmp_path / f"gdpo-pwned-{token}")  # a host temp dir; the program sees a private /tmp

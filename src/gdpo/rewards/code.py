@@ -37,6 +37,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from functools import lru_cache
@@ -72,14 +73,16 @@ class CodeSettings:
 
 
 _SETTINGS = CodeSettings()
+_RUN_SLOTS = threading.BoundedSemaphore(_SETTINGS.workers)  # concurrent sandbox runs, all callers
 
 
 def configure(*, limits: SandboxLimits | None = None, workers: int | None = None) -> CodeSettings:
     """Change the limits / worker count the code rewards use (env default: ``GDPO_CODE_WORKERS``)."""
-    global _SETTINGS
+    global _SETTINGS, _RUN_SLOTS
     if workers is not None and (not isinstance(workers, int) or workers < 1):
         raise ValueError(f"workers must be an integer >= 1, got {workers!r}")
     _SETTINGS = replace(_SETTINGS, **{k: v for k, v in (("limits", limits), ("workers", workers)) if v is not None})
+    _RUN_SLOTS = threading.BoundedSemaphore(_SETTINGS.workers)
     return _SETTINGS
 
 
@@ -199,7 +202,12 @@ else:
 
 
 def run_case(program: str, case: TestCase, limits: SandboxLimits) -> tuple[bool, str]:
-    """Run ``program`` on one case; (passed, sandbox status)."""
+    """Run ``program`` on one case; (passed, sandbox status). At most ``workers`` runs at once."""
+    with _RUN_SLOTS:
+        return _run_case(program, case, limits)
+
+
+def _run_case(program: str, case: TestCase, limits: SandboxLimits) -> tuple[bool, str]:
     if case.kind == "stdio":
         result = run_program(program, case.stdin, limits=limits)
         return result.status == "ok" and same_output(result.stdout, case.expected), result.status
@@ -265,21 +273,28 @@ def _evaluate_cached(program: str, cases: tuple[TestCase, ...], limits: SandboxL
 
 
 def _evaluations(completions: list[str], tests, test, entry_point) -> list[Evaluation | None]:
-    """One Evaluation per completion; None where the row has no test cases."""
+    """One Evaluation per completion (completions run concurrently); None where a row has no tests."""
     n = len(completions)
     tests = tests if tests is not None else [None] * n
     test = test if test is not None else [None] * n
     entry_point = entry_point if entry_point is not None else [None] * n
-    out: list[Evaluation | None] = []
-    for completion, row_tests, row_test, row_entry in zip(completions, tests, test, entry_point):
-        cases = parse_tests(row_tests, row_test, row_entry)
-        if not cases:
-            out.append(None)
-            continue
-        program = extract_program(completion)
-        out.append(Evaluation((False,) * len(cases), ("no_program",) * len(cases)) if program is None
-                   else evaluate_program(program, cases))
-    return out
+    jobs = [_job(c, t, tt, e) for c, t, tt, e in zip(completions, tests, test, entry_point)]
+    if _SETTINGS.workers > 1 and sum(callable(j) for j in jobs) > 1:
+        with ThreadPoolExecutor(max_workers=_SETTINGS.workers) as pool:
+            futures = [pool.submit(j) if callable(j) else None for j in jobs]
+            return [f.result() if f is not None else j for f, j in zip(futures, jobs)]
+    return [j() if callable(j) else j for j in jobs]
+
+
+def _job(completion: str, row_tests: Any, row_test: Any, row_entry: Any):
+    """An Evaluation now (no tests / no program), or a thunk that runs the program."""
+    cases = parse_tests(row_tests, row_test, row_entry)
+    if not cases:
+        return None
+    program = extract_program(completion)
+    if program is None:
+        return Evaluation((False,) * len(cases), ("no_program",) * len(cases))
+    return lambda: evaluate_program(program, cases)
 
 
 # -- rewards ----------------------------------------------------------------------------------
