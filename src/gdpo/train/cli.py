@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"gdpo train: config error: {exc}", file=sys.stderr)
         return 2
-    if result.history:
+    if result.history and os.environ.get("RANK", "0") == "0":
         last = result.history[-1]
         print(f"done: step {result.steps_done}, reward {last.get('rewards/total/mean', float('nan')):.3f}; "
               f"outputs in {result.output_dir}")
