@@ -601,7 +601,8 @@ def field_maps(world_size: int = 1) -> list[FieldMap]:
         _same("optim.warmup_steps", "warmup_steps"),
         _same("update.ppo_epochs", "num_iterations"),
         _same("model.gradient_checkpointing", "gradient_checkpointing"),
-        _same("checkpoint.keep_last", "save_total_limit"),
+        FieldMap(lambda c: {"save_total_limit": c.checkpoint.keep_last},  # TRL's None = keep all: base's value
+                 lambda a, b: {"checkpoint.keep_last": a.save_total_limit or b.checkpoint.keep_last}),
         _same("eval.batch_size", "per_device_eval_batch_size"),
         FieldMap(lambda c: {"adam_beta1": c.optim.betas[0], "adam_beta2": c.optim.betas[1]},
                  lambda a, b: {"optim.betas": [a.adam_beta1, a.adam_beta2]}),
