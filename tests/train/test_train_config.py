@@ -74,3 +74,17 @@ def test_missing_file_is_a_clear_error(tmp_path):
 def test_every_shipped_config_parses(path):
     cfg = load_config(str(path))
     assert cfg.steps >= 1
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
+def test_every_shipped_config_names_a_registered_task_whose_rewards_resolve(path):
+    from gdpo.data.base import get_task, task_names
+    from gdpo.rewards.reward_set import RewardSet
+
+    cfg = load_config(str(path))
+    assert cfg.task.name in task_names()
+    if "path" in cfg.task.params:
+        return  # data the user downloads (paper recipes); parsing is all we can check here
+    task = get_task(cfg.task.name, **cfg.task.params)
+    rewards = RewardSet.from_config(cfg.rewards or task.rewards)
+    assert len(rewards.names) >= 2  # every shipped recipe is multi-reward
