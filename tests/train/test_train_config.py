@@ -4,8 +4,14 @@ from pathlib import Path
 
 import pytest
 
-from gdpo.train.config import (ConfigError, TrainConfig, config_from_dict, config_to_dict, describe_fields,
-                               load_config)
+from gdpo.train.config import (
+    ConfigError,
+    TrainConfig,
+    config_from_dict,
+    config_to_dict,
+    describe_fields,
+    load_config,
+)
 from gdpo.train.config_io import apply_overrides
 
 CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").rglob("*.yaml"))

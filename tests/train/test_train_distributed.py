@@ -15,7 +15,12 @@ from gdpo.train import dist
 from gdpo.train.build import lr_multiplier
 from gdpo.train.rollout import generate
 from gdpo.train.scoring import score_and_normalize
-from gdpo.train.update import UpdateBatch, UpdateSettings, batched_logprobs, update_policy
+from gdpo.train.update import (
+    UpdateBatch,
+    UpdateSettings,
+    batched_logprobs,
+    update_policy,
+)
 
 B, G = 4, 3
 SETTINGS = UpdateSettings(eps_low=0.2, eps_high=0.28, aggregation="token_mean", constant_normalizer=None,

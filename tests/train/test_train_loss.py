@@ -5,8 +5,15 @@ import math
 import pytest
 import torch
 
-from gdpo.train.loss import (aggregate, clipped_surrogate, kl_penalty, loss_denominator, policy_loss,
-                             token_entropy, token_logprobs)
+from gdpo.train.loss import (
+    aggregate,
+    clipped_surrogate,
+    kl_penalty,
+    loss_denominator,
+    policy_loss,
+    token_entropy,
+    token_logprobs,
+)
 
 
 def test_token_logprobs_and_entropy_by_hand():

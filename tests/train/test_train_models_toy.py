@@ -4,7 +4,12 @@ import pytest
 import torch
 
 from gdpo.data.base import get_task
-from gdpo.models import build_tiny, build_tiny_tokenizer, load_model_and_tokenizer, save_tiny
+from gdpo.models import (
+    build_tiny,
+    build_tiny_tokenizer,
+    load_model_and_tokenizer,
+    save_tiny,
+)
 from gdpo.rewards.reward_set import RewardSet
 
 

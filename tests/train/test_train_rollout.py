@@ -3,7 +3,12 @@
 import torch
 
 from gdpo.models import build_tiny
-from gdpo.train.rollout import generate, render_prompts, response_mask, sequence_logprobs
+from gdpo.train.rollout import (
+    generate,
+    render_prompts,
+    response_mask,
+    sequence_logprobs,
+)
 from gdpo.train.scoring import groups_with_spread
 
 ROWS = [{"prompt": [{"role": "user", "content": "Say the letter a."}], "target": "a"},

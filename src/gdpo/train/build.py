@@ -5,7 +5,8 @@ from __future__ import annotations
 import contextlib
 import math
 import random
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch

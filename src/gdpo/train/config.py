@@ -15,13 +15,32 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from gdpo.train.config_io import ConfigError, apply_overrides, build_dataclass, config_to_dict, describe_fields
+from gdpo.train.config_io import (
+    ConfigError,
+    apply_overrides,
+    build_dataclass,
+    config_to_dict,
+    describe_fields,
+)
 
 __all__ = [
-    "ConfigError", "TrainConfig", "ModelConfig", "TinyModelConfig", "LoraConfig", "TaskConfig",
-    "RolloutConfig", "LossConfig", "OptimConfig", "UpdateConfig", "CheckpointConfig",
-    "LoggingConfig", "EvalConfig", "config_from_dict", "load_config", "config_to_dict",
+    "CheckpointConfig",
+    "ConfigError",
+    "EvalConfig",
+    "LoggingConfig",
+    "LoraConfig",
+    "LossConfig",
+    "ModelConfig",
+    "OptimConfig",
+    "RolloutConfig",
+    "TaskConfig",
+    "TinyModelConfig",
+    "TrainConfig",
+    "UpdateConfig",
+    "config_from_dict",
+    "config_to_dict",
     "describe_fields",
+    "load_config",
 ]
 
 

@@ -16,12 +16,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from gdpo.train import dist
-from gdpo.train.build import (autocast_for, build_optimizer, device_for, load_policy, load_reference,
-                              seed_everything, update_settings)
+from gdpo.train.build import (
+    autocast_for,
+    device_for,
+    seed_everything,
+    update_settings,
+)
 from gdpo.train.config import TrainConfig, config_from_dict, config_to_dict, load_config
 from gdpo.train.metrics import advantage_metrics, length_metrics, reward_metrics
 from gdpo.train.rollout import Rollout, generate
@@ -144,4 +147,4 @@ def load_and_train(path: str | None, overrides: list[str], output_dir: str | Non
     return train(load_config(path, overrides), resume=resume)
 
 
-__all__ = ["TrainResult", "train", "load_and_train", "as_config", "np"]
+__all__ = ["TrainResult", "as_config", "load_and_train", "train"]

@@ -137,7 +137,7 @@ def policy_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Te
         if entropy is None:
             raise ValueError("entropy_coef > 0 needs the per-token entropy; pass entropy=")
         per_token = per_token - entropy_coef * ent
-    agg = lambda x: aggregate(x, mask, mode, denominator, constant)  # noqa: E731
+    agg = lambda x: aggregate(x, mask, mode, denominator, constant)
     return PolicyLoss(
         loss=agg(per_token),
         pg_loss=agg(surrogate.loss).detach(),

@@ -7,7 +7,6 @@ distinct advantage values (rounded to 4 decimals) per group, and each reward's
 
 from __future__ import annotations
 
-from typing import Any
 
 import numpy as np
 
@@ -74,18 +73,3 @@ def length_metrics(lengths: np.ndarray, truncated: np.ndarray) -> dict[str, floa
         "completions/truncated_frac": float(np.mean(truncated)),
     }
 
-
-class Averager:
-    """Weighted running means of scalar figures (e.g. over micro-batches)."""
-
-    def __init__(self) -> None:
-        self.sums: dict[str, float] = {}
-        self.weights: dict[str, float] = {}
-
-    def add(self, values: dict[str, Any], weight: float = 1.0) -> None:
-        for key, value in values.items():
-            self.sums[key] = self.sums.get(key, 0.0) + float(value) * weight
-            self.weights[key] = self.weights.get(key, 0.0) + weight
-
-    def means(self) -> dict[str, float]:
-        return {k: self.sums[k] / self.weights[k] for k in self.sums if self.weights[k] > 0}

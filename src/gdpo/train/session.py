@@ -14,7 +14,13 @@ from gdpo.data.base import Task, get_task
 from gdpo.rewards.reward_set import RewardSet
 from gdpo.train import checkpoint as ckpt
 from gdpo.train import dist
-from gdpo.train.build import Policy, Reference, build_optimizer, load_policy, load_reference
+from gdpo.train.build import (
+    Policy,
+    Reference,
+    build_optimizer,
+    load_policy,
+    load_reference,
+)
 from gdpo.train.config import TrainConfig, config_to_dict
 from gdpo.train.logging import RunLogger, truncate_jsonl
 from gdpo.train.progress import Progress

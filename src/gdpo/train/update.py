@@ -10,8 +10,9 @@ distributed update equals the single-process one.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -36,7 +37,7 @@ class UpdateBatch:
         return self.completion_ids.shape[0]
 
     def rows(self, idx: torch.Tensor) -> dict[str, Any]:
-        pick = lambda t: None if t is None else t[idx]  # noqa: E731
+        pick = lambda t: None if t is None else t[idx]
         return dict(prompt_ids=self.prompt_ids[idx], prompt_mask=self.prompt_mask[idx],
                     completion_ids=self.completion_ids[idx], completion_mask=self.completion_mask[idx],
                     advantages=self.advantages[idx], old_logp=pick(self.old_logp), ref_logp=pick(self.ref_logp))
