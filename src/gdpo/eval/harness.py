@@ -1,0 +1,240 @@
+"""The evaluation loop: generate n samples per test prompt in batches, score, append, resume.
+
+Output folder::
+
+    results.jsonl   one line per prompt: index, prompt key, completions, lengths, metrics
+    summary.json    settings + aggregated metrics
+    summary.md      the Markdown table
+
+A rerun with the same folder skips prompts already in ``results.jsonl`` (matched by index
+and a hash of the prompt, so a different task or order is an error, not a silent mix).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from gdpo.eval import metrics as M
+
+RESULTS = "results.jsonl"
+
+
+@dataclass
+class EvalSettings:
+    """What to evaluate and how (the ``gdpo eval`` options)."""
+
+    model: str = "tiny"
+    task: str = "toolcall"
+    task_params: dict[str, Any] = field(default_factory=dict)
+    split: str = "test"
+    samples: int = 1  # n completions per prompt
+    temperature: float = 0.0  # 0 = greedy (then samples must be 1)
+    top_p: float = 1.0
+    max_new_tokens: int = 512
+    max_prompt_tokens: int = 2048
+    length_limit: int | None = None  # tokens; default: the task's, else 4000 (the paper's l)
+    limit: int | None = None  # first k prompts
+    batch_size: int = 8  # prompts per generate call
+    seed: int = 0
+
+    def check(self) -> None:
+        """Raise ValueError naming a bad setting and how to fix it."""
+        if self.samples < 1:
+            raise ValueError(f"--samples {self.samples}: need at least 1 completion per prompt")
+        if self.temperature < 0:
+            raise ValueError(f"--temperature {self.temperature}: must be >= 0 (0 = greedy)")
+        if self.temperature == 0 and self.samples > 1:
+            raise ValueError(f"--samples {self.samples} with --temperature 0: greedy decoding gives the same "
+                             "completion every time; use a temperature > 0 (the paper: 0.6) or --samples 1")
+        for name in ("max_new_tokens", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name.replace('_', '-')} {getattr(self, name)}: must be >= 1")
+        if self.limit is not None and self.limit < 1:
+            raise ValueError(f"--limit {self.limit}: must be >= 1 (or leave it out for all prompts)")
+        if self.split not in ("test", "train"):
+            raise ValueError(f"--split {self.split!r}: use 'test' or 'train'")
+
+
+@dataclass
+class EvalResult:
+    """The aggregated metrics of a run, and where they were written."""
+
+    domain: str
+    metrics: dict[str, float]  # metric key -> mean in [0, 1] (or the reward's scale)
+    num_prompts: int
+    num_new: int  # prompts generated in this call (the rest were resumed)
+    output_dir: Path
+    seconds: float
+
+
+def prompt_key(row: dict[str, Any]) -> str:
+    """A short stable hash of a row (prompt and columns), to detect a changed task on resume."""
+    blob = json.dumps(row, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def read_done(path: Path, rows: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
+    """Results already in ``results.jsonl``, by prompt index; checks they belong to these rows."""
+    done: dict[int, dict[str, Any]] = {}
+    if not path.exists():
+        return done
+    with path.open() as fh:
+        for number, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut short by an interrupted run: that prompt is redone
+            index = record.get("index")
+            if not isinstance(index, int) or index >= len(rows) or record.get("key") != prompt_key(rows[index]):
+                raise ValueError(
+                    f"{path}:{number} holds prompt {index!r}, which is not prompt {index!r} of this task/split; "
+                    "the folder belongs to another evaluation. Use another --output or delete the file."
+                )
+            done[index] = record
+    return done
+
+
+def score_prompt_batch(domain: str, reward_set: Any, completions: list[str], rows: list[dict[str, Any]],
+                       lengths: list[int], limit: int) -> list[dict[str, float]]:
+    """Per-sample metrics of a batch (samples of a prompt contiguous) -> one dict of lists per sample."""
+    columns = {k: [row.get(k) for row in rows] for k in sorted({k for r in rows for k in r if k != "prompt"})}
+    if domain == "toolcall":
+        scores = M.toolcall_metrics(completions, columns)
+    elif domain == "math":
+        scores = M.math_metrics(completions, columns, lengths, limit)
+    elif domain == "code":
+        scores = M.code_metrics(completions, columns, lengths, limit)
+    else:
+        scores = {}
+    values = reward_set.score(completions, **columns).values  # [n, K]
+    for k, name in enumerate(reward_set.names):
+        scores[f"reward/{name}"] = [float(v) for v in values[:, k]]
+    return [{key: vals[i] for key, vals in scores.items()} for i in range(len(completions))]
+
+
+def evaluate(settings: EvalSettings, output_dir: str | Path, *, model_and_tokenizer: Any = None,
+             log: Callable[[str], None] = print) -> EvalResult:
+    """Evaluate ``settings.model`` on ``settings.task``; resumable through ``output_dir``."""
+    from gdpo.data import get_task
+    from gdpo.rewards.reward_set import RewardSet
+
+    settings.check()
+    start = time.perf_counter()
+    task = get_task(settings.task, **settings.task_params)
+    rows = select_rows(task, settings)
+    names = [e if isinstance(e, str) else e["name"] for e in task.rewards]
+    domain = M.domain_of(names)
+    limit = settings.length_limit or _task_length_limit(task)
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    results_path = out / RESULTS
+    done = read_done(results_path, rows)
+    todo = [i for i in range(len(rows)) if i not in done]
+    log(f"{settings.task}/{settings.split}: {len(rows)} prompts, {len(done)} done, {len(todo)} to go "
+        f"({settings.samples} sample(s) each)")
+    if todo:
+        model, tokenizer = model_and_tokenizer or _load(settings)
+        reward_set = RewardSet.from_config(task.rewards, extra_params={"tokenizer": tokenizer})
+        with results_path.open("a") as fh:
+            for first in range(0, len(todo), settings.batch_size):
+                batch = todo[first:first + settings.batch_size]
+                for record in run_batch(model, tokenizer, reward_set, domain, rows, batch, settings, limit):
+                    fh.write(json.dumps(record) + "\n")
+                    done[record["index"]] = record
+                fh.flush()
+                log(f"  {len(done)}/{len(rows)} prompts")
+    per_prompt = [done[i]["metrics"] for i in range(len(rows))]
+    result = EvalResult(domain, M.aggregate(per_prompt), len(rows), len(todo), out, time.perf_counter() - start)
+    write_summary(result, settings, limit)
+    return result
+
+
+def select_rows(task: Any, settings: EvalSettings) -> list[dict[str, Any]]:
+    rows = task.test if settings.split == "test" else task.train
+    if not rows:
+        other = "train" if settings.split == "test" else "test"
+        raise ValueError(f"task {settings.task!r} has no {settings.split} rows; try --split {other}")
+    return list(rows[:settings.limit] if settings.limit else rows)
+
+
+def _task_length_limit(task: Any) -> int:
+    for entry in task.rewards:
+        if isinstance(entry, dict) and "max_tokens" in (entry.get("params") or {}):
+            return int(entry["params"]["max_tokens"])
+    return 4000
+
+
+def _load(settings: EvalSettings) -> tuple[Any, Any]:
+    import torch
+
+    from gdpo.models import load_model_and_tokenizer
+
+    loaded = load_model_and_tokenizer(settings.model, seed=settings.seed)
+    model = loaded.model.to("cuda" if torch.cuda.is_available() else "cpu").eval()
+    return model, loaded.tokenizer
+
+
+def run_batch(model: Any, tokenizer: Any, reward_set: Any, domain: str, rows: list[dict[str, Any]],
+              indices: list[int], settings: EvalSettings, limit: int) -> list[dict[str, Any]]:
+    """Generate ``samples`` completions for each prompt in ``indices``, score them -> one record each."""
+    import torch
+
+    from gdpo.train.rollout import generate
+
+    torch.manual_seed(settings.seed + indices[0])  # a resumed run samples the same as an uninterrupted one
+    chosen = [rows[i] for i in indices]
+    greedy = settings.temperature == 0
+    out = generate(model, tokenizer, chosen, num_generations=settings.samples, max_new_tokens=settings.max_new_tokens,
+                   max_prompt_tokens=settings.max_prompt_tokens, temperature=settings.temperature or 1.0,
+                   top_p=settings.top_p, greedy=greedy)
+    lengths = [int(n) for n in out.lengths.tolist()]
+    eos = tokenizer.eos_token_id
+    hit_eos = (out.completion_ids == eos).any(dim=1).tolist()
+    per_sample = score_prompt_batch(domain, reward_set, out.completions, out.rows, lengths, limit)
+    records = []
+    n = settings.samples
+    for j, index in enumerate(indices):
+        span = slice(j * n, (j + 1) * n)
+        samples = per_sample[span]
+        metric_lists = {key: [s[key] for s in samples] for key in samples[0]}
+        metric_lists["truncated"] = [0.0 if h else 1.0 for h in hit_eos[span]]
+        records.append({"index": index, "key": prompt_key(rows[index]), "completions": out.completions[span],
+                        "lengths": lengths[span], "metrics": metric_lists})
+    return records
+
+
+def markdown_table(result: EvalResult, settings: EvalSettings) -> str:
+    """The summary as Markdown: the domain's metrics first (in %), then the rest."""
+    specs = M.DOMAIN_METRICS[result.domain]
+    shown = {s.key for s in specs}
+    rows = [(s.label, _pct(result.metrics.get(s.key))) for s in specs]
+    rows.append(("hit max-new-tokens %", _pct(result.metrics.get("truncated"))))
+    shown.add("truncated")
+    rows += [(f"{key} (mean)", _num(value)) for key, value in sorted(result.metrics.items()) if key not in shown]
+    header = (f"**{settings.task}** ({settings.split}, {result.num_prompts} prompts x {settings.samples} sample(s), "
+              f"temperature {settings.temperature}, max {settings.max_new_tokens} new tokens) — model `{settings.model}`")
+    lines = [header, "", "| metric | value |", "|---|---|"] + [f"| {label} | {value} |" for label, value in rows]
+    return "\n".join(lines) + "\n"
+
+
+def write_summary(result: EvalResult, settings: EvalSettings, limit: int) -> None:
+    summary = {"settings": asdict(settings), "domain": result.domain, "length_limit": limit,
+               "num_prompts": result.num_prompts, "metrics": result.metrics}
+    (result.output_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    (result.output_dir / "summary.md").write_text(markdown_table(result, settings))
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None or math.isnan(value) else f"{100 * value:.2f}"
+
+
+def _num(value: float) -> str:
+    return "n/a" if math.isnan(value) else f"{value:.4f}"

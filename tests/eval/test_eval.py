@@ -1,0 +1,113 @@
+"""Evaluation harness: metrics by hand, tiny-model runs (batched, resumable), the CLI, the public sets."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from gdpo.data import get_task
+from gdpo.eval import metrics as M
+from gdpo.eval.harness import EvalSettings, evaluate
+from gdpo.models import build_tiny
+from gdpo.rewards.toolcall import ToolCall, parse_ground_truth, render_completion
+
+SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+GT = json.dumps([{"name": "get_weather", "arguments": {"city": "Oslo", "days": 3}},
+                 {"name": "set_timer", "arguments": {"minutes": 5}}])
+
+
+def test_call_accuracy_is_an_ast_match_in_any_order():
+    calls = parse_ground_truth(GT)
+    swapped = render_completion(list(reversed(calls)))
+    wrong_value = render_completion([ToolCall("get_weather", {"city": "Oslo", "days": "3"}), calls[1]])
+    extra_key = render_completion([ToolCall("get_weather", {"city": "Oslo", "days": 3, "unit": "C"}), calls[1]])
+    missing_call = render_completion(calls[:1])
+    float_value = render_completion([ToolCall("get_weather", {"city": "Oslo", "days": 3.0}), calls[1]])
+    got = M.call_accuracy([swapped, wrong_value, extra_key, missing_call, float_value, "no calls"], [GT] * 6)
+    assert got == [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]  # "3" != 3 (string vs number); 3.0 == 3 (JSON numbers)
+    # Nothing to call: accurate iff nothing is called.
+    assert M.call_accuracy([render_completion([], "hi"), swapped], ["[]", "[]"]) == [1.0, 0.0]
+
+
+def test_reference_completions_score_full_marks_on_the_toolcall_task():
+    rows = get_task("toolcall", num_train=2, num_test=6).test
+    completions = [render_completion(parse_ground_truth(r["answer"]),
+                                     None if parse_ground_truth(r["answer"]) else "Done.") for r in rows]
+    columns = {k: [r.get(k) for r in rows] for k in rows[0] if k != "prompt"}
+    scores = M.toolcall_metrics(completions, columns)
+    assert scores["accuracy"] == [1.0] * 6
+    assert sum(scores["format"]) >= 1  # format also depends on expects_response; at least these pass
+
+
+def test_aggregate_averages_samples_then_prompts_and_domain_detection():
+    per_prompt = [{"correct": [1.0, 0.0, 0.0, 0.0]}, {"correct": [1.0, 1.0, 1.0, 1.0]}]
+    assert M.aggregate(per_prompt) == {"correct": pytest.approx(0.625)}
+    assert M.exceeds([3, 4, 5], 4) == [0.0, 0.0, 1.0]
+    assert M.domain_of(["math_correctness", "math_length_if_correct"]) == "math"
+    assert M.domain_of(["tool_format"]) == "toolcall" and M.domain_of(["toy_letter"]) == "rewards"
+
+
+def test_settings_errors_say_how_to_fix():
+    with pytest.raises(ValueError, match="greedy"):
+        EvalSettings(samples=4, temperature=0.0).check()
+    with pytest.raises(ValueError, match="--limit"):
+        EvalSettings(limit=0).check()
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    built = build_tiny(seed=0)
+    return built.model.eval(), built.tokenizer
+
+
+def math_settings(**kw):
+    base = dict(model="tiny", task="math", task_params={"num_train": 2, "num_test": 5}, samples=2, temperature=1.0,
+                max_new_tokens=6, length_limit=4, batch_size=2, limit=2)
+    base.update(kw)
+    return EvalSettings(**base)
+
+
+def test_math_eval_writes_results_and_resumes(tmp_path, tiny):
+    first = evaluate(math_settings(), tmp_path, model_and_tokenizer=tiny, log=lambda m: None)
+    assert first.domain == "math" and first.num_new == 2
+    lines = (tmp_path / "results.jsonl").read_text().splitlines()
+    assert len(lines) == 2
+    record = json.loads(lines[0])
+    assert len(record["completions"]) == 2 and len(record["metrics"]["correct"]) == 2
+    # exceed is lengths > 4, recomputed from the stored lengths
+    assert record["metrics"]["exceed"] == [1.0 if n > 4 else 0.0 for n in record["lengths"]]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert set(summary["metrics"]) >= {"correct", "exceed", "truncated"}
+    assert "pass@1 %" in (tmp_path / "summary.md").read_text()
+    # Rerun with one more prompt: the two done ones are skipped and kept as they were.
+    second = evaluate(math_settings(limit=3), tmp_path, model_and_tokenizer=tiny, log=lambda m: None)
+    assert second.num_new == 1 and second.num_prompts == 3
+    now = (tmp_path / "results.jsonl").read_text().splitlines()
+    assert now[:2] == lines and len(now) == 3
+    # A different task in the same folder is refused, not mixed in.
+    with pytest.raises(ValueError, match="another evaluation"):
+        evaluate(math_settings(task_params={"num_train": 2, "num_test": 5, "seed": 1}), tmp_path,
+                 model_and_tokenizer=tiny, log=lambda m: None)
+
+
+def test_cli_on_the_code_task(tmp_path, capsys):
+    from gdpo.cli import main
+
+    rc = main(["eval", "--model", "tiny", "--task", "code", "--task-param", "num_train=2", "--task-param",
+               "num_test=2", "--limit", "1", "--max-new-tokens", "4", "--output", str(tmp_path)])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "pass rate %" in out and "bug ratio %" in out
+    metrics = json.loads((tmp_path / "summary.json").read_text())["metrics"]
+    assert metrics["pass_rate"] == 0.0  # random characters pass no test
+
+
+@pytest.mark.skipif(not (SHARED / "deepscaler" / "test" / "aime.json").exists(), reason="shared data absent")
+def test_deepscaler_public_test_set(tmp_path, tiny):
+    settings = EvalSettings(model="tiny", task="deepscaler", task_params={"subset": "aime"}, limit=2,
+                            max_new_tokens=4, batch_size=2)
+    result = evaluate(settings, tmp_path, model_and_tokenizer=tiny, log=lambda m: None)
+    assert result.num_prompts == 2 and result.metrics["correct"] == 0.0
+    assert result.metrics["exceed"] == 0.0  # 4 new tokens never exceed the paper's 4000
