@@ -224,3 +224,30 @@ def test_rewards_are_registered_with_their_columns():
     assert registry.entry("math_correctness").columns == ("answer",)
     assert registry.entry("math_length_if_correct").is_factory
     assert {"math_format", "math_integer", "math_length"} <= set(registry.names())
+
+
+def _verify_in_child(verifier, queue):
+    outcome = verifier.verify("1/2", ExtractedAnswer("3/6", "boxed"))
+    queue.put((outcome.correct, outcome.status, verifier._proc.pid))
+
+
+def test_forked_child_starts_its_own_worker_and_leaves_the_parents_alone():
+    import multiprocessing
+
+    verifier = MathVerifier()
+    try:
+        assert verifier.verify("1/2", ExtractedAnswer("0.5", "boxed")).status == "verified"
+        parent_worker = verifier._proc
+        context = multiprocessing.get_context("fork")
+        queue = context.Queue()
+        child = context.Process(target=_verify_in_child, args=(verifier, queue))
+        child.start()
+        correct, status, child_worker_pid = queue.get(timeout=120)
+        child.join(timeout=30)
+        assert (correct, status) == (True, "verified")
+        assert child_worker_pid != parent_worker.pid
+        # the parent's worker still serves the parent
+        assert parent_worker.poll() is None
+        assert verifier.verify("1/3", ExtractedAnswer("2/6", "boxed")).status == "verified"
+    finally:
+        verifier.close()

@@ -246,6 +246,7 @@ class MathVerifier:
         self._cache: OrderedDict[tuple[str, str, str], bool] = OrderedDict()
         self._lock = threading.Lock()
         self._proc: subprocess.Popen | None = None
+        self._owner_pid = os.getpid()  # a forked child must not talk to (or kill) its parent's worker
         self._buffer = b""
         atexit.register(self.close)
 
@@ -268,6 +269,8 @@ class MathVerifier:
         """Stop the worker (a later call starts a new one)."""
         proc, self._proc = self._proc, None
         self._buffer = b""
+        if proc is not None and self._owner_pid != os.getpid():
+            return  # inherited through fork: the worker belongs to the parent process, leave it
         if proc is not None and proc.poll() is None:
             proc.kill()
             proc.wait()
@@ -296,7 +299,11 @@ class MathVerifier:
         if reply is None:  # deadline missed: the worker may be stuck forever, replace it
             self._kill_worker()
             return False, "timeout"
-        message = json.loads(reply)
+        try:
+            message = json.loads(reply)
+        except ValueError:  # not our protocol: resynchronise by replacing the worker
+            self._kill_worker()
+            return False, "error"
         return (bool(message.get("correct")), "verified") if "correct" in message else (False, "error")
 
     def _kill_worker(self) -> None:
@@ -304,9 +311,10 @@ class MathVerifier:
         self.close()
 
     def _ensure_worker(self) -> subprocess.Popen:
-        if self._proc is not None and self._proc.poll() is None:
+        if self._proc is not None and self._owner_pid == os.getpid() and self._proc.poll() is None:
             return self._proc
         self.close()
+        self._owner_pid = os.getpid()
         self._proc = subprocess.Popen(
             [sys.executable, "-c", "from gdpo.rewards.math import _worker_main; _worker_main()",
              str(self.memory_limit_mb or 0)],
