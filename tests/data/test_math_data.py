@@ -46,7 +46,7 @@ def test_load_gsm8k_real_file_first_row():
     # Natalia: 48 + 48/2 = 72
     assert first["answer"] == "72"
     assert first["prompt"][0] == {"role": "system", "content": THINK_ANSWER_SYSTEM_PROMPT}
-    assert first["prompt"][1]["content"].startswith("Natalia sold clips")
+    assert first["prompt"][-1]["content"].startswith("Natalia sold clips")
     assert "<<" not in first["solution"] and "48/2 = 24" in first["solution"]
 
 
@@ -150,7 +150,7 @@ def test_builtin_answers_are_small_nonnegative_integers_matching_their_solution(
     for problem in generate_word_problems(500, seed=0):
         # the solution's last step ends in "=<answer>", e.g. "9*3=27, 27+12=39"
         assert problem.solution.endswith(f"={problem.answer}")
-        assert 0 <= problem.answer <= 100
+        assert 0 <= problem.answer <= 35  # at most 5*5+10
 
 
 def test_builtin_reference_completions_score_one_on_every_reward():
@@ -170,3 +170,20 @@ def test_builtin_reference_completions_score_one_on_every_reward():
 def test_builtin_task_rejects_bad_sizes():
     with pytest.raises(ValueError, match="num_train"):
         get_task("math", num_train=-1)
+
+
+def test_builtin_prompt_shows_one_worked_example_that_is_not_a_problem():
+    from gdpo.data.math import THINK_ANSWER_EXAMPLE
+
+    task = get_task("math", num_train=2000, num_test=200)
+    roles = [m["role"] for m in task.train[0]["prompt"]]
+    assert roles == ["system", "user", "assistant", "user"]
+    example_question = THINK_ANSWER_EXAMPLE[0]["content"]
+    assert all(r["prompt"][-1]["content"] != example_question for r in task.train + task.test)
+
+
+def test_two_step_share_controls_the_mix():
+    one_step = generate_word_problems(200, seed=1, two_step_share=0.0)
+    two_step = generate_word_problems(200, seed=1, two_step_share=1.0)
+    assert all("," not in p.solution for p in one_step)   # "a+b=c": one step
+    assert all("," in p.solution for p in two_step)       # "a*b=c, c+d=e": two steps

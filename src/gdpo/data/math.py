@@ -6,7 +6,8 @@ string, read by the ``math_*`` rewards) and ``solution`` (a worked solution, pos
 Prompt styles (``prompt_style``):
 
 * ``"think_answer"``: a system prompt asks for ``<think>…</think>`` then ``<answer>…</answer>``
-  (the GSM8K recipe; rewards ``math_format`` and ``math_integer`` read this shape).
+  and one worked exchange shows it (the GSM8K recipe; ``math_format`` and ``math_integer``
+  read this shape).
 * ``"boxed"``: DeepSeek-R1 / DeepScaleR style: no system prompt, the user message ends with
   "Let's think step by step and output the final answer within \\boxed{}."
 
@@ -28,9 +29,13 @@ from gdpo.data.base import Row, Task, register_task
 
 PromptStyle = Literal["think_answer", "boxed"]
 
-THINK_ANSWER_SYSTEM_PROMPT = (
-    "Think step by step inside <think></think>, then give only the final number inside "
-    "<answer></answer>. Example: <think>2+3=5</think>\n<answer>5</answer>"
+THINK_ANSWER_SYSTEM_PROMPT = "Reply as <think>reasoning</think> then <answer>number</answer>."
+# One worked exchange before the question: small models copy a format from an earlier
+# assistant turn far more often than they follow an instruction (SmolLM2-135M: ~25% vs 0%
+# well-formatted replies in a 32-sample probe).
+THINK_ANSWER_EXAMPLE = (
+    {"role": "user", "content": "Ann has 2 pens and gets 3 more. How many pens does Ann have now?"},
+    {"role": "assistant", "content": "<think>2+3=5</think>\n<answer>5</answer>"},
 )
 BOXED_SUFFIX = "Let's think step by step and output the final answer within \\boxed{}."
 
@@ -41,6 +46,7 @@ def make_prompt(question: str, style: PromptStyle = "think_answer") -> list[dict
     """Chat messages asking ``question`` in the given answer style."""
     if style == "think_answer":
         return [{"role": "system", "content": THINK_ANSWER_SYSTEM_PROMPT},
+                *(dict(message) for message in THINK_ANSWER_EXAMPLE),
                 {"role": "user", "content": question.strip()}]
     if style == "boxed":
         return [{"role": "user", "content": f"{question.strip()} {BOXED_SUFFIX}"}]
@@ -272,45 +278,48 @@ _ITEMS = ("apples", "pens", "stickers", "marbles", "books", "cards", "shells", "
 
 
 def _add(rng: random.Random, who: str, item: str) -> WordProblem:
-    a, b = rng.randint(2, 30), rng.randint(2, 30)
+    a, b = rng.randint(1, 10), rng.randint(1, 10)
     return WordProblem(f"{who} has {a} {item} and gets {b} more. How many {item} does {who} have now?",
                        f"{a}+{b}={a + b}", a + b)
 
 
 def _subtract(rng: random.Random, who: str, item: str) -> WordProblem:
-    b = rng.randint(2, 20)
-    a = b + rng.randint(1, 20)
+    b = rng.randint(1, 10)
+    a = b + rng.randint(1, 10)
     return WordProblem(f"{who} has {a} {item} and gives away {b}. How many {item} are left?",
                        f"{a}-{b}={a - b}", a - b)
 
 
 def _multiply(rng: random.Random, who: str, item: str) -> WordProblem:
-    a, b = rng.randint(2, 9), rng.randint(2, 9)
+    a, b = rng.randint(2, 5), rng.randint(2, 5)
     return WordProblem(f"{who} has {a} boxes with {b} {item} in each. How many {item} in total?",
                        f"{a}*{b}={a * b}", a * b)
 
 
 def _divide(rng: random.Random, who: str, item: str) -> WordProblem:
-    b, q = rng.randint(2, 9), rng.randint(2, 9)
+    b, q = rng.randint(2, 5), rng.randint(2, 5)
     return WordProblem(f"{who} shares {b * q} {item} equally among {b} friends. How many {item} does each get?",
                        f"{b * q}/{b}={q}", q)
 
 
 def _add_then_subtract(rng: random.Random, who: str, item: str) -> WordProblem:
-    a, b = rng.randint(2, 20), rng.randint(2, 20)
+    a, b = rng.randint(1, 10), rng.randint(1, 10)
     c = rng.randint(1, a + b - 1)
     return WordProblem(f"{who} has {a} {item}, gets {b} more, then loses {c}. How many {item} now?",
                        f"{a}+{b}={a + b}, {a + b}-{c}={a + b - c}", a + b - c)
 
 
 def _multiply_then_add(rng: random.Random, who: str, item: str) -> WordProblem:
-    a, b, c = rng.randint(2, 9), rng.randint(2, 9), rng.randint(1, 20)
+    a, b, c = rng.randint(2, 5), rng.randint(2, 5), rng.randint(1, 10)
     return WordProblem(f"{who} has {a} bags with {b} {item} each, and {c} loose {item}. How many {item} in total?",
                        f"{a}*{b}={a * b}, {a * b}+{c}={a * b + c}", a * b + c)
 
 
-PROBLEM_MAKERS: tuple[Callable[[random.Random, str, str], WordProblem], ...] = (
-    _add, _subtract, _multiply, _divide, _add_then_subtract, _multiply_then_add,
+ONE_STEP_MAKERS: tuple[Callable[[random.Random, str, str], WordProblem], ...] = (
+    _add, _subtract, _multiply, _divide,
+)
+TWO_STEP_MAKERS: tuple[Callable[[random.Random, str, str], WordProblem], ...] = (
+    _add_then_subtract, _multiply_then_add,
 )
 
 
@@ -326,18 +335,26 @@ def _check_problem(problem: WordProblem) -> WordProblem:
     return problem
 
 
-def generate_word_problems(count: int, seed: int = 0) -> list[WordProblem]:
-    """``count`` distinct arithmetic word problems, the same for the same ``seed``."""
+def generate_word_problems(count: int, seed: int = 0, two_step_share: float = 0.25) -> list[WordProblem]:
+    """``count`` distinct arithmetic word problems, the same for the same arguments.
+
+    two_step_share: the share of problems with two operations (the rest have one).
+    The prompt's worked example never appears as a problem.
+    """
+    if not 0.0 <= two_step_share <= 1.0:
+        raise ValueError(f"two_step_share must be in [0, 1], got {two_step_share!r}")
     rng = random.Random(seed)
+    example = THINK_ANSWER_EXAMPLE[0]["content"]
     problems: dict[str, WordProblem] = {}
     attempts = 0
     while len(problems) < count:
         attempts += 1
         if attempts > 50 * count + 1000:
             raise ValueError(f"cannot generate {count} distinct problems; ask for fewer")
-        make = rng.choice(PROBLEM_MAKERS)
-        problem = _check_problem(make(rng, rng.choice(_NAMES), rng.choice(_ITEMS)))
-        problems.setdefault(problem.question, problem)
+        makers = TWO_STEP_MAKERS if rng.random() < two_step_share else ONE_STEP_MAKERS
+        problem = _check_problem(rng.choice(makers)(rng, rng.choice(_NAMES), rng.choice(_ITEMS)))
+        if problem.question != example:
+            problems.setdefault(problem.question, problem)
     return list(problems.values())
 
 
@@ -354,17 +371,20 @@ def reference_completion(row: Row) -> str:
 
 @register_task("math")
 def build_math(num_train: int = 2000, num_test: int = 200, seed: int = 0, max_tokens: int = 50,
-               with_format: bool = True) -> Task:
+               with_format: bool = True, two_step_share: float = 0.25) -> Task:
     """Built-in arithmetic word problems (one or two operations, small integers); no download.
 
     Rewards: correctness, length-if-correct (``max_tokens``, default 50: a reference response
     is ~20-35 tokens) and, with ``with_format``, the ``<think>``/``<answer>`` format.
-    Train and test questions are disjoint.
+    Start level (SmolLM2-135M-Instruct, temperature 0.7, 48 new tokens, 16 prompts x 4
+    samples, one CPU probe): correctness 0.125, format 0.23; 5 of 16 groups had a correct
+    sample. Prompts are ~106 tokens with SmolLM2's chat template.
+    Train and test questions are disjoint; ``two_step_share`` of them take two operations.
     """
     for label, value in (("num_train", num_train), ("num_test", num_test)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise ValueError(f"{label} must be a non-negative integer, got {value!r}")
-    problems = generate_word_problems(num_train + num_test, seed)
+    problems = generate_word_problems(num_train + num_test, seed, two_step_share)
     rows = [word_problem_row(p) for p in problems]
     rewards: list[dict[str, Any]] = [
         {"name": "math_correctness"},
@@ -374,4 +394,5 @@ def build_math(num_train: int = 2000, num_test: int = 200, seed: int = 0, max_to
         rewards.append({"name": "math_format"})
     return Task("math", rows[:num_train], rows[num_train:], rewards,
                 "generated arithmetic word problems (built in, no download)",
-                {"seed": seed, "num_train": num_train, "num_test": num_test, "max_tokens": max_tokens})
+                {"seed": seed, "num_train": num_train, "num_test": num_test, "max_tokens": max_tokens,
+                 "two_step_share": two_step_share})
