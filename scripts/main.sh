@@ -4,4 +4,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
-exec "${PYTHON:-python3}" -m gdpo collapse --output-dir outputs/collapse "$@"
+exec "${PYTHON:-python3}" -m gdpo train --config configs/main.yaml --output-dir outputs/main "$@"

@@ -2,9 +2,10 @@
 
 import importlib
 
-for _module in ("toolcall", "math", "code"):
+# Reward modules, and the toy task's module (its toy_* rewards live beside the task).
+for _module in ("gdpo.rewards.toolcall", "gdpo.rewards.math", "gdpo.rewards.code", "gdpo.data.toy"):
     try:
-        importlib.import_module(f"gdpo.rewards.{_module}")
+        importlib.import_module(_module)
     except ModuleNotFoundError as exc:  # a module not written yet, or its optional dependency missing
-        if exc.name != f"gdpo.rewards.{_module}":
+        if exc.name != _module:
             raise

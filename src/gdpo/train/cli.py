@@ -48,7 +48,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"gdpo train: config error: {exc}", file=sys.stderr)
         return 2
     if result.history and os.environ.get("RANK", "0") == "0":
-        last = result.history[-1]
-        print(f"done: step {result.steps_done}, reward {last.get('rewards/total/mean', float('nan')):.3f}; "
-              f"outputs in {result.output_dir}")
+        from gdpo.train.summary import summarize_run
+
+        summary = summarize_run(result.output_dir)
+        print(f"\n{summary.table}\n")
+        print(f"done: step {result.steps_done}; curves in {summary.curves_png}, summary in {summary.markdown_path}; "
+              f"all outputs in {result.output_dir}")
     return 0

@@ -1,0 +1,142 @@
+"""A finished run at a glance: per-reward curves (PNG) and a table of start vs end scores.
+
+Reads only the run folder (``metrics.jsonl``, ``eval.jsonl``), so it also works on a run
+that another process wrote: ``python -m gdpo.train.summary RUN_DIR``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+WINDOW = 5  # steps averaged at the start and at the end of the run
+
+
+@dataclass
+class RunSummary:
+    """Where the summary went, and its table as Markdown."""
+
+    table: str
+    curves_png: Path | None
+    markdown_path: Path
+
+
+def read_rows(path: Path) -> list[dict]:
+    """JSON lines; a torn last line (a killed writer) is skipped, never fatal."""
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return rows
+
+
+def reward_names(rows: list[dict]) -> list[str]:
+    keys = rows[0] if rows else {}
+    return [k.split("/")[1] for k in keys if k.startswith("rewards/") and k.endswith("/mean")]
+
+
+def summarize_run(run_dir: str | Path) -> RunSummary:
+    """Write ``curves.png`` and ``summary.md`` into ``run_dir`` and return the table."""
+    run_dir = Path(run_dir)
+    rows = read_rows(run_dir / "metrics.jsonl")
+    if not rows:
+        raise ValueError(f"{run_dir / 'metrics.jsonl'} has no steps; is {str(run_dir)!r} a training run folder?")
+    evals = read_rows(run_dir / "eval.jsonl")
+    table = score_table(rows, evals)
+    png = plot_curves(rows, evals, run_dir / "curves.png")
+    text = f"# Run summary: {run_dir}\n\n{table}\n\n![per-reward curves](curves.png)\n"
+    md = run_dir / "summary.md"
+    _write_atomic(md, text)
+    return RunSummary(table, png, md)
+
+
+def score_table(rows: list[dict], evals: list[dict]) -> str:
+    """Per reward: mean over the first and the last WINDOW steps, and the last evaluation."""
+    n = min(WINDOW, len(rows))
+    first_steps, last_steps = rows[:n], rows[-n:]
+    lines = [
+        f"Training reward means, first {n} vs last {n} of {len(rows)} steps"
+        + (f"; test split at step {evals[-1].get('step')}" if evals else "") + ":",
+        "",
+        "| reward | first steps | last steps | change |" + (" test |" if evals else ""),
+        "|---|---:|---:|---:|" + ("---:|" if evals else ""),
+    ]
+    for name in reward_names(rows):
+        key = f"rewards/{name}/mean"
+        start, end = _mean(first_steps, key), _mean(last_steps, key)
+        row = f"| {name} | {start:.3f} | {end:.3f} | {end - start:+.3f} |"
+        if evals:
+            row += f" {_fmt(_eval_value(evals[-1], name))} |"
+        lines.append(row)
+    return "\n".join(lines)
+
+
+def _eval_value(row: dict, name: str) -> float:
+    for key in (f"eval/rewards/{name}/mean", f"eval/{name}/mean", f"rewards/{name}/mean"):
+        if key in row:
+            return float(row[key])
+    return math.nan
+
+
+def _mean(rows: list[dict], key: str) -> float:
+    values = [float(r[key]) for r in rows if key in r and r[key] is not None]
+    return float(np.mean(values)) if values else math.nan
+
+
+def _fmt(x: float) -> str:
+    return "-" if math.isnan(x) else f"{x:.3f}"
+
+
+def plot_curves(rows: list[dict], evals: list[dict], path: Path) -> Path | None:
+    """One panel per reward (and the weighted total): raw per-step means, a moving average."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:  # pragma: no cover - matplotlib is a core dependency
+        return None
+    names = reward_names(rows)
+    fig, axes = plt.subplots(1, len(names), figsize=(3.6 * len(names), 3.2), squeeze=False)
+    steps = np.array([r["step"] for r in rows])
+    for ax, name in zip(axes[0], names):
+        values = np.array([r.get(f"rewards/{name}/mean", np.nan) for r in rows], dtype=float)
+        ax.plot(steps, values, color="tab:blue", alpha=0.3, lw=1, label="per step")
+        window = max(1, min(WINDOW, len(values) // 3))
+        smooth = np.convolve(values, np.ones(window) / window, mode="valid")
+        ax.plot(steps[window - 1:], smooth, color="tab:blue", lw=2, label=f"mean of {window}")
+        if evals:
+            ev_steps = [e.get("step") for e in evals]
+            ax.plot(ev_steps, [_eval_value(e, name) for e in evals], "o-", color="tab:orange", label="test split")
+        ax.set_title(name, fontsize=10)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("reward mean")
+    axes[0][0].legend(fontsize=8)
+    fig.tight_layout()
+    tmp = path.with_name(path.stem + ".tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    summary = summarize_run(sys.argv[1] if len(sys.argv) > 1 else ".")
+    print(summary.table)
