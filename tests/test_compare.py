@@ -96,9 +96,11 @@ def test_a_changed_config_in_the_same_folder_is_refused(finished):
 
 def test_report_only_through_the_command_line(finished, tmp_path):
     out, _ = finished
-    code = main(["compare", "--output-dir", str(out), "--report-only", "--report-dir", str(tmp_path / "r")])
+    code = main(["compare", "--output-dir", str(out), "--report-only", "--report-dir", str(tmp_path / "r"),
+                 "--note", "a shared test box"])
     assert code == 0
     assert (tmp_path / "r" / "report.html").stat().st_size > 10_000
+    assert "- note: a shared test box" in (tmp_path / "r" / "report.md").read_text()
 
 
 def test_command_line_rejects_bad_arguments(tmp_path, capsys):

@@ -67,6 +67,9 @@ def test_training_means_give_a_clear_gap_and_a_level_reward(tmp_path):
     assert short["welch"]["t"] == pytest.approx(0.01 / math.sqrt(2 * (0.04 / 3) / 4))
     assert short["welch"]["p"] > 0.05
     assert summary["collapse"]["gdpo"]["advantages/distinct_per_group"][0] == pytest.approx(3.0)
+    # learning speed = mean over all steps; constant curves -> the same outcomes as the final scores
+    assert {v["reward"]: v["outcome"] for v in summary["learning_speed_verdicts"]} == {
+        "letter": "ahead", "short": "level"}
     md = (tmp_path / "report" / "report.md").read_text()
     assert "**training** reward means" in md and "**gdpo ahead**" in md and "within seed-to-seed spread" in md
 
@@ -93,7 +96,7 @@ def test_the_paper_direction_is_flagged_when_grpo_wins(tmp_path):
     summary = json.loads((tmp_path / "report" / "summary.json").read_text())
     assert _verdicts(summary) == {"letter": "behind", "short": "level"}
     md = (tmp_path / "report" / "report.md").read_text()
-    assert "`letter`: **disagrees**" in md and "**grpo ahead**" in md
+    assert "`letter`: final score **disagrees**" in md and "**grpo ahead**" in md
 
 
 def test_one_seed_is_reported_untested_and_unfinished_runs_are_flagged(tmp_path):

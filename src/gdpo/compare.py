@@ -215,12 +215,24 @@ def machine_description() -> str:
     return ", ".join(parts)
 
 
-def update_manifest(output_dir: Path, methods: list[str], seeds: list[int], invocation: dict[str, Any]) -> None:
-    """Record methods, seeds and this invocation (command, wall time, machine) in ``compare.json``."""
+def load_average() -> float | None:
+    """The 1-minute load average (None where the OS has none): how busy the machine was."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):
+        return None
+
+
+def update_manifest(output_dir: Path, methods: list[str] | None = None, seeds: list[int] | None = None,
+                    invocation: dict[str, Any] | None = None, note: str | None = None) -> None:
+    """Record methods, seeds, this invocation (command, wall time, machine) and notes in ``compare.json``."""
     manifest = read_manifest(output_dir)
-    manifest["methods"] = list(dict.fromkeys([*manifest.get("methods", []), *methods]))
-    manifest["seeds"] = sorted(set(manifest.get("seeds", [])) | set(seeds))
-    manifest.setdefault("invocations", []).append(invocation)
+    manifest["methods"] = list(dict.fromkeys([*manifest.get("methods", []), *(methods or [])]))
+    manifest["seeds"] = sorted(set(manifest.get("seeds", [])) | set(seeds or []))
+    if invocation:
+        manifest.setdefault("invocations", []).append(invocation)
+    if note and note not in manifest.get("notes", []):
+        manifest.setdefault("notes", []).append(note)
     tmp = output_dir / (MANIFEST + ".tmp")
     tmp.write_text(json.dumps(manifest, indent=1))
     os.replace(tmp, output_dir / MANIFEST)
@@ -290,10 +302,11 @@ def execute_runs(base_config: Path, specs: list[RunSpec], steps: int, parallel: 
 def compare(config: str | Path | dict | None, methods: str | Sequence[str], seeds: int | str | Sequence[int],
             output_dir: str | Path, *, overrides: Sequence[str] = (), parallel: int = 1,
             report_dir: str | Path | None = None, report_only: bool = False, command: str | None = None,
-            echo=print) -> ComparisonResult:
+            note: str | None = None, echo=print) -> ComparisonResult:
     """Run ``methods`` x ``seeds`` on ``config`` (resuming what is unfinished), then write the report.
 
     With ``report_only`` nothing is trained: the report is rebuilt from the run folders.
+    ``note`` (e.g. "machine shared with other jobs") is kept in ``compare.json`` and shown in the report.
     """
     output_dir = Path(output_dir)
     report_dir = Path(report_dir) if report_dir else output_dir / "report"
@@ -305,15 +318,19 @@ def compare(config: str | Path | dict | None, methods: str | Sequence[str], seed
         method_names, seed_numbers = method_list(methods), seed_list(seeds)
         base = resolve_base_config(config, overrides)
         base_path = write_base_config(output_dir, base)
+        update_manifest(output_dir, method_names, seed_numbers)  # method order for reports made mid-way
         specs = [RunSpec(m, s, run_dir(output_dir, m, s)) for s in seed_numbers for m in method_names]
-        started = _dt.datetime.now().isoformat(timespec="seconds")
+        started, load_before = _dt.datetime.now().isoformat(timespec="seconds"), load_average()
         outcomes = execute_runs(base_path, specs, int(base["steps"]), parallel, echo)
         update_manifest(output_dir, method_names, seed_numbers, {
             "command": command or _api_call_text(config, method_names, seed_numbers, overrides, parallel),
             "started": started, "wall_s": round(time.perf_counter() - t0, 1), "parallel": parallel,
-            "machine": machine_description(), "runs": [asdict(o) for o in outcomes]})
+            "machine": machine_description(), "load_average": [load_before, load_average()],
+            "runs": [asdict(o) for o in outcomes]}, note)
     elif not output_dir.is_dir():
         raise CompareError(f"--report-only: {output_dir} does not exist; give the --output-dir of an earlier compare")
+    elif note:
+        update_manifest(output_dir, note=note)
     from gdpo.report import write_report
 
     files = write_report(output_dir, report_dir)
@@ -340,6 +357,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="override a config field for every run (repeatable)")
     parser.add_argument("--parallel", "-p", type=int, default=1, help="runs at a time (default: 1)")
     parser.add_argument("--report-only", action="store_true", help="train nothing; rebuild the report from DIR")
+    parser.add_argument("--note", help="a remark kept with the runs and shown in the report "
+                                       "(e.g. 'machine shared with other jobs')")
 
 
 def command_text(args: argparse.Namespace) -> str:
@@ -354,19 +373,22 @@ def command_text(args: argparse.Namespace) -> str:
         parts += ["--parallel", str(args.parallel)]
     if args.report_dir:
         parts += ["--report-dir", args.report_dir]
+    if args.note:
+        parts += ["--note", args.note]
     return " ".join(shlex.quote(p) for p in parts)
 
 
 def run(args: argparse.Namespace) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from gdpo.report_data import ReportError
     from gdpo.train.config import ConfigError
 
     command = command_text(args)
     try:
         result = compare(args.config, args.methods, args.seeds, args.output_dir, overrides=args.overrides,
                          parallel=args.parallel, report_dir=args.report_dir, report_only=args.report_only,
-                         command=command)
-    except (CompareError, ConfigError) as exc:
+                         command=command, note=args.note)
+    except (CompareError, ConfigError, ReportError) as exc:
         print(f"gdpo compare: {exc}", file=sys.stderr)
         return 2
     if result.failed:

@@ -23,7 +23,8 @@ from typing import Any
 import numpy as np
 
 from gdpo.report_data import (ReportError, RunData, SeedScores, default_window, has_eval, load_runs,
-                              mean_over_training, method_scores, methods_of, reward_names, runs_of, score_source)
+                              mean_over_training, method_scores, methods_of, reward_names, runs_of, score_source,
+                              training_area)
 from gdpo.report_plots import plot_curves, plot_scores
 from gdpo.report_stats import ALPHA, Verdict, choose_baseline, verdict
 
@@ -87,7 +88,8 @@ class ReportData:
     last_k: int
     window: int
     scores: dict[str, list[SeedScores]]  # reward -> one per method
-    verdicts: list[Verdict]
+    verdicts: list[Verdict]  # on final scores
+    area_verdicts: list[Verdict]  # on mean training reward over all steps (learning speed)
     manifest: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -116,12 +118,19 @@ def compute_report_data(output_dir: Path, alpha: float = ALPHA) -> ReportData:
     source = score_source(runs, rewards)
     last_k = max(1, round(min(r.steps_done for r in runs) * LAST_K_FRACTION))
     scores = {name: method_scores(runs, name, source, last_k) for name in rewards}
-    verdicts = [verdict(name, s.method, baseline, s.final, base.final, source, alpha)
-                for name in rewards
-                for base in [next(x for x in scores[name] if x.method == baseline)]
-                for s in scores[name] if s.method != baseline]
+    areas = {name: training_area(runs, name) for name in rewards}
     return ReportData(runs, methods, rewards, baseline, source, last_k, default_window(runs), scores,
-                      verdicts, manifest)
+                      _verdicts(scores, baseline, alpha), _verdicts(areas, baseline, alpha), manifest)
+
+
+def _verdicts(scores: dict[str, list[SeedScores]], baseline: str, alpha: float) -> list[Verdict]:
+    """Each non-baseline method against the baseline, reward by reward, on per-seed ``final`` scores."""
+    out = []
+    for name, per_method in scores.items():
+        base = next(s for s in per_method if s.method == baseline)
+        out += [verdict(name, s.method, baseline, s.final, base.final, s.source, alpha)
+                for s in per_method if s.method != baseline]
+    return out
 
 
 # ---------------------------------------------------------------- sections
@@ -161,9 +170,12 @@ def provenance_items(data: ReportData) -> list[str]:
     items = []
     for inv in data.manifest.get("invocations", []):
         ran = sum(1 for r in inv.get("runs", []) if r.get("action") != "skipped")
+        load = inv.get("load_average")
+        busy = f", 1-min load average {load[0]} at start / {load[1]} at end" if load and None not in load else ""
         items.append(f"command: `{inv.get('command')}` (started {inv.get('started')}, wall time "
                      f"{inv.get('wall_s', float('nan')) / 60:.1f} min, {ran} run(s) trained, "
-                     f"parallel {inv.get('parallel')}) on {inv.get('machine')}")
+                     f"parallel {inv.get('parallel')}{busy}) on {inv.get('machine')}")
+    items += [f"note: {n}" for n in data.manifest.get("notes", [])]
     per_run = [sum(m.get("time/step_s", 0.0) or 0.0 for m in r.metrics) for r in data.runs]
     items.append(f"training time per run (sum of step times, without process start-up): median "
                  f"{np.median(per_run):.0f} s, total {sum(per_run) / 60:.1f} min over {len(per_run)} runs")
@@ -179,14 +191,20 @@ def verdict_section(data: ReportData) -> list[Block]:
             f"spread** when Welch's two-sided t test gives p < {ALPHA} (unequal variances, Welch–Satterthwaite "
             f"df); otherwise the methods are level within seed noise. d = gap / pooled sample std. "
             f"Higher reward is better for every reward here.")
+    nothing = ["only one method ran; nothing to compare"]
     blocks: list[Block] = [Heading("Verdict (computed from the runs)"), Para(rule),
-                           Bullets([v.sentence() for v in data.verdicts] or ["only one method ran; nothing to compare"])]
+                           Bullets([v.sentence() for v in data.verdicts] or nothing),
+                           Para("**Learning speed**: the same rule on each seed's mean training reward over all "
+                                "steps (area under the training curve / steps), which separates methods that "
+                                "end at the same score but reach it at different times:"),
+                           Bullets([v.sentence() for v in data.area_verdicts] or nothing)]
     return blocks + paper_section(data)
 
 
 def paper_section(data: ReportData) -> list[Block]:
     """Direction check against the paper, which reports GDPO >= GRPO on every headline metric."""
     mine = [v for v in data.verdicts if v.method == "gdpo" and v.baseline == "grpo"]
+    speed = {v.reward: v for v in data.area_verdicts if v.method == "gdpo" and v.baseline == "grpo"}
     if not mine:
         return []
     words = {"ahead": "agrees (GDPO ahead beyond seed noise)", "level": "no clear direction (within seed noise)",
@@ -194,7 +212,8 @@ def paper_section(data: ReportData) -> list[Block]:
     return [Heading("Against the paper's direction", 3),
             Para("The paper (PAPER.md, headline table) reports GDPO at or above GRPO on every reward-specific "
                  "metric it lists. Here, per reward:"),
-            Bullets([f"`{v.reward}`: {words[v.outcome]}" for v in mine])]
+            Bullets([f"`{v.reward}`: final score {words[v.outcome]}; learning speed "
+                     f"{words[speed[v.reward].outcome]}" for v in mine])]
 
 
 def scores_section(data: ReportData, figure: Path | None) -> list[Block]:
@@ -366,16 +385,20 @@ def summary_dict(data: ReportData) -> dict[str, Any]:
         "scores": {name: {s.method: {"final": s.final, "best": s.best, "final_mean": s.final_mean,
                                      "final_std": s.final_std, "best_mean": s.best_mean, "best_std": s.best_std}
                           for s in data.scores[name]} for name in data.rewards},
-        "verdicts": [{"reward": v.reward, "method": v.method, "baseline": v.baseline, "outcome": v.outcome,
-                      "method_mean": v.method_mean, "baseline_mean": v.baseline_mean,
-                      "welch": None if v.test is None else {k: _json_num(x) for k, x in vars(v.test).items()}}
-                     for v in data.verdicts],
+        "verdicts": [_verdict_dict(v) for v in data.verdicts],
+        "learning_speed_verdicts": [_verdict_dict(v) for v in data.area_verdicts],
         "collapse": {m: {key: mean_over_training(runs_of(data.runs, m), key)
                          for key in ["advantages/distinct_per_group",
                                      *[f"rewards/{r}/zero_std_frac" for r in data.rewards]]}
                      for m in data.methods},
         "invocations": [{k: v for k, v in inv.items() if k != "runs"} for inv in data.manifest.get("invocations", [])],
     }
+
+
+def _verdict_dict(v: Verdict) -> dict[str, Any]:
+    return {"reward": v.reward, "method": v.method, "baseline": v.baseline, "outcome": v.outcome,
+            "source": v.source, "method_mean": v.method_mean, "baseline_mean": v.baseline_mean,
+            "welch": None if v.test is None else {k: _json_num(x) for k, x in vars(v.test).items()}}
 
 
 def _json_num(x: float) -> float | str:

@@ -226,6 +226,17 @@ def method_scores(runs: list[RunData], reward: str, source: str, last_k: int) ->
     return out
 
 
+def training_area(runs: list[RunData], reward: str) -> list[SeedScores]:
+    """Per method, each seed's mean training reward over all steps (area under the curve / steps):
+    how fast a reward was learned, not only where it ended. ``final`` and ``best`` both hold it."""
+    out = []
+    for method in methods_of(runs):
+        mine = runs_of(runs, method)
+        means = [float(np.nanmean(r.column(f"rewards/{reward}/mean")[1])) for r in mine]
+        out.append(SeedScores(method, reward, "train-area", [r.seed for r in mine], means, list(means)))
+    return out
+
+
 def mean_over_training(runs: list[RunData], key: str) -> tuple[float, float]:
     """Mean over steps of ``key`` per run, then (mean, sample std) over runs."""
     per_run = [float(np.nanmean(r.column(key)[1])) for r in runs if r.column(key)[0].size]

@@ -117,7 +117,7 @@ def plot_scores(scores: dict[str, list[SeedScores]], path: Path, title: str) -> 
     rewards = list(scores)
     methods = [s.method for s in scores[rewards[0]]]
     colours = method_colours(methods)
-    fig, axes = _panels(plt, len(rewards), width=max(3.2, 1.2 * len(methods) + 1.6), height=3.6)
+    fig, axes = _panels(plt, len(rewards), width=min(4.8, max(3.2, 0.9 * len(methods) + 1.4)), height=3.6)
     rng = np.random.default_rng(0)  # horizontal jitter of the seed dots only
     for ax, reward in zip(axes, rewards):
         for i, s in enumerate(scores[reward]):
