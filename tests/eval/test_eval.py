@@ -111,3 +111,25 @@ def test_deepscaler_public_test_set(tmp_path, tiny):
     result = evaluate(settings, tmp_path, model_and_tokenizer=tiny, log=lambda m: None)
     assert result.num_prompts == 2 and result.metrics["correct"] == 0.0
     assert result.metrics["exceed"] == 0.0  # 4 new tokens never exceed the paper's 4000
+
+
+def test_breakdown_splits_metrics_by_live_column():
+    from gdpo.eval.harness import breakdown_column, metrics_by_group
+
+    rows = [{"live": True}, {"live": False}, {"live": True}]
+    per_prompt = [{"accuracy": [1.0, 0.0]}, {"accuracy": [1.0]}, {"accuracy": [0.0, 0.0]}]
+    assert breakdown_column(rows, "auto") == "live"
+    assert breakdown_column([{"kind": "x"}], "auto") == "kind" and breakdown_column(rows, "none") is None
+    groups = metrics_by_group(rows, per_prompt, "live")
+    # live: prompt means 0.5 and 0.0 -> 0.25 over 2 prompts; non-live: 1.0 over 1 prompt
+    assert groups == {"live": {"accuracy": 0.25, "prompts": 2.0}, "non-live": {"accuracy": 1.0, "prompts": 1.0}}
+    with pytest.raises(ValueError, match="not a column"):
+        breakdown_column(rows, "category")
+
+
+def test_toolcall_eval_reports_each_kind(tmp_path, tiny):
+    settings = EvalSettings(model="tiny", task="toolcall", task_params={"num_train": 4, "num_test": 6}, limit=6,
+                            max_new_tokens=4, batch_size=6)
+    result = evaluate(settings, tmp_path, model_and_tokenizer=tiny, log=lambda _: None)
+    assert result.breakdown == "kind" and sum(g["prompts"] for g in result.by_group.values()) == 6
+    assert "By `kind`:" in (tmp_path / "summary.md").read_text()

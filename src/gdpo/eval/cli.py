@@ -37,6 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=8, help="prompts per generate call")
     parser.add_argument("--seed", type=int, default=0, help="sampling seed (and the tiny model's init)")
     parser.add_argument("--output", "-o", default="runs/eval", help="output folder (reused to resume)")
+    parser.add_argument("--breakdown", default="auto",
+                        help="column to split the metrics by (e.g. live: BFCL live/non-live); auto = the first of "
+                             "live, category, subset, kind that the task has; none = no split")
 
 
 def parse_task_params(items: list[str]) -> dict[str, Any]:
@@ -59,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
             model=args.model, task=args.task, task_params=parse_task_params(args.task_param), split=args.split,
             samples=args.samples, temperature=args.temperature, top_p=args.top_p,
             max_new_tokens=args.max_new_tokens, length_limit=args.length_limit, limit=args.limit,
-            batch_size=args.batch_size, seed=args.seed)
+            batch_size=args.batch_size, seed=args.seed, breakdown=args.breakdown)
         result = evaluate(settings, args.output, log=lambda msg: print(msg, file=sys.stderr))
     except (ValueError, KeyError, FileNotFoundError) as exc:
         print(f"gdpo eval: {exc}", file=sys.stderr)

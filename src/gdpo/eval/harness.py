@@ -42,6 +42,7 @@ class EvalSettings:
     limit: int | None = None  # first k prompts
     batch_size: int = 8  # prompts per generate call
     seed: int = 0
+    breakdown: str | None = "auto"  # column to split metrics by (BFCL live/non-live...); auto: see BREAKDOWN_COLUMNS
 
     def check(self) -> None:
         """Raise ValueError naming a bad setting and how to fix it."""
@@ -71,6 +72,37 @@ class EvalResult:
     num_new: int  # prompts generated in this call (the rest were resumed)
     output_dir: Path
     seconds: float
+    breakdown: str | None = None  # the column the per-group metrics are split by
+    by_group: dict[str, dict[str, float]] = field(default_factory=dict)  # its value -> metrics
+
+
+# Columns that say which slice of a benchmark a prompt belongs to, tried in this order when
+# the breakdown is "auto": BFCL-style live / non-live, a category, a subset, the built-in kind.
+BREAKDOWN_COLUMNS = ("live", "category", "subset", "kind")
+
+
+def breakdown_column(rows: list[dict[str, Any]], requested: str | None) -> str | None:
+    """The column to split the metrics by, or None (auto: the first of BREAKDOWN_COLUMNS present)."""
+    if requested in (None, "none", ""):
+        return None
+    if requested != "auto":
+        if rows and requested not in rows[0]:
+            raise ValueError(f"--breakdown {requested!r} is not a column of this task; columns: {sorted(rows[0])}")
+        return requested
+    return next((c for c in BREAKDOWN_COLUMNS if rows and c in rows[0]), None)
+
+
+def metrics_by_group(rows: list[dict[str, Any]], per_prompt: list[dict[str, list[float]]],
+                     column: str | None) -> dict[str, dict[str, float]]:
+    """Aggregate the per-prompt metrics separately for each value of ``column``."""
+    if column is None:
+        return {}
+    groups: dict[str, list[dict[str, list[float]]]] = {}
+    for row, metrics in zip(rows, per_prompt):
+        value = row.get(column)
+        label = {True: "live", False: "non-live"}.get(value, str(value)) if column == "live" else str(value)
+        groups.setdefault(label, []).append(metrics)
+    return {label: M.aggregate(items) | {"prompts": float(len(items))} for label, items in sorted(groups.items())}
 
 
 def prompt_key(row: dict[str, Any]) -> str:
@@ -152,7 +184,9 @@ def evaluate(settings: EvalSettings, output_dir: str | Path, *, model_and_tokeni
                 fh.flush()
                 log(f"  {len(done)}/{len(rows)} prompts")
     per_prompt = [done[i]["metrics"] for i in range(len(rows))]
-    result = EvalResult(domain, M.aggregate(per_prompt), len(rows), len(todo), out, time.perf_counter() - start)
+    column = breakdown_column(rows, settings.breakdown)
+    result = EvalResult(domain, M.aggregate(per_prompt), len(rows), len(todo), out, time.perf_counter() - start,
+                        column, metrics_by_group(rows, per_prompt, column))
     write_summary(result, settings, limit)
     return result
 
@@ -222,12 +256,20 @@ def markdown_table(result: EvalResult, settings: EvalSettings) -> str:
     header = (f"**{settings.task}** ({settings.split}, {result.num_prompts} prompts x {settings.samples} sample(s), "
               f"temperature {settings.temperature}, max {settings.max_new_tokens} new tokens) — model `{settings.model}`")
     lines = [header, "", "| metric | value |", "|---|---|"] + [f"| {label} | {value} |" for label, value in rows]
+    if result.by_group:
+        groups = list(result.by_group)
+        lines += ["", f"By `{result.breakdown}`:", "", "| metric | " + " | ".join(groups) + " |",
+                  "|---|" + "---|" * len(groups)]
+        lines.append("| prompts | " + " | ".join(str(int(result.by_group[g]["prompts"])) for g in groups) + " |")
+        lines += [f"| {s.label} | " + " | ".join(_pct(result.by_group[g].get(s.key)) for g in groups) + " |"
+                  for s in specs]
     return "\n".join(lines) + "\n"
 
 
 def write_summary(result: EvalResult, settings: EvalSettings, limit: int) -> None:
     summary = {"settings": asdict(settings), "domain": result.domain, "length_limit": limit,
-               "num_prompts": result.num_prompts, "metrics": result.metrics}
+               "num_prompts": result.num_prompts, "metrics": result.metrics,
+               "breakdown": result.breakdown, "by_group": result.by_group}
     (result.output_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     (result.output_dir / "summary.md").write_text(markdown_table(result, settings))
 
