@@ -86,3 +86,14 @@ def test_zero_spread_fraction():
     rewards = np.array([[1.0, 0.0], [1.0, 1.0], [0.0, np.nan], [1.0, 2.0]])
     # groups: a = rows 0,1 -> r1 no spread, r2 spread; b = rows 2,3 -> r1 spread, r2 one value
     np.testing.assert_allclose(zero_spread_fraction(rewards, ["a", "a", "b", "b"]), [0.5, 0.5])
+
+
+def test_multi_reward_signal_fraction():
+    from gdpo.analysis import has_spread, multi_reward_signal_fraction
+
+    rewards = np.array([[1.0, 0.0], [0.0, 1.0],    # group a: both rewards vary
+                        [1.0, 0.0], [0.0, 0.0],    # group b: only reward 1 varies
+                        [1.0, 1.0], [1.0, 1.0]])   # group c: nothing varies
+    ids = ["a", "a", "b", "b", "c", "c"]
+    np.testing.assert_array_equal(has_spread(rewards, ids), [[True, True], [True, False], [False, False]])
+    assert multi_reward_signal_fraction(rewards, ids) == pytest.approx(1 / 3)

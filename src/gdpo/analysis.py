@@ -132,18 +132,33 @@ def distinct_values_per_group(advantages, group_ids, decimals: int = 4) -> np.nd
     return np.bincount(g_sorted, weights=new_value, minlength=groups.num_groups).astype(np.int64)
 
 
-def zero_spread_fraction(rewards, group_ids) -> np.ndarray:
-    """Per reward, the share of groups whose applicable values are all equal (or < 2 of them), [K]."""
+def has_spread(rewards, group_ids) -> np.ndarray:
+    """[num_groups, K] bool: the reward varies within the group (>= 2 applicable, not all equal)."""
     values = np.asarray(rewards, dtype=np.float64)
     if values.ndim != 2:
         raise ValueError(f"rewards must be [N, K], got shape {values.shape}")
     groups = GroupIndex.from_ids(np.asarray(group_ids))
     if groups.num_groups == 0:
-        return np.zeros(values.shape[1])
+        return np.zeros((0, values.shape[1]), dtype=bool)
     v = groups.to_sorted(values)
     applies = ~np.isnan(v)
     hi = np.fmax.reduceat(np.where(applies, v, -np.inf), groups.starts, axis=0)
     lo = np.fmin.reduceat(np.where(applies, v, np.inf), groups.starts, axis=0)
     count = np.add.reduceat(applies.astype(np.int64), groups.starts, axis=0)
-    no_spread = (count < 2) | ~(hi > lo)  # [num_groups, K]
-    return no_spread.mean(axis=0)
+    return (count >= 2) & (hi > lo)
+
+
+def zero_spread_fraction(rewards, group_ids) -> np.ndarray:
+    """Per reward, the share of groups whose applicable values are all equal (or < 2 of them), [K]."""
+    spread = has_spread(rewards, group_ids)
+    return (~spread).mean(axis=0) if spread.shape[0] else np.zeros(spread.shape[1])
+
+
+def multi_reward_signal_fraction(rewards, group_ids) -> float:
+    """Share of groups in which two or more rewards vary.
+
+    Only there can GDPO's advantages differ from GRPO's beyond a per-group scale: with at most
+    one varying reward, the group's sum is an affine image of that reward.
+    """
+    spread = has_spread(rewards, group_ids)
+    return float((spread.sum(axis=1) >= 2).mean()) if spread.shape[0] else 0.0

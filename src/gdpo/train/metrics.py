@@ -7,34 +7,15 @@ distinct advantage values (rounded to 4 decimals) per group, and each reward's
 
 from __future__ import annotations
 
-
 import numpy as np
 
-try:  # the shared implementation, when present
-    from gdpo.analysis import distinct_values_per_group, zero_spread_fraction
-except ImportError:  # pragma: no cover - fallback kept equivalent to gdpo.analysis
-    from gdpo.advantages import GroupIndex
-
-    def distinct_values_per_group(advantages, group_ids, decimals: int = 4) -> np.ndarray:
-        adv = np.round(np.asarray(advantages, dtype=np.float64), decimals) + 0.0
-        groups = GroupIndex.from_ids(np.asarray(group_ids))
-        return np.array([len(np.unique(adv[groups.inverse == g])) for g in range(groups.num_groups)])
-
-    def zero_spread_fraction(rewards, group_ids) -> np.ndarray:
-        values = np.asarray(rewards, dtype=np.float64)
-        groups = GroupIndex.from_ids(np.asarray(group_ids))
-        out = np.zeros(values.shape[1])
-        for g in range(groups.num_groups):
-            col = values[groups.inverse == g]
-            for k in range(values.shape[1]):
-                v = col[:, k][~np.isnan(col[:, k])]
-                out[k] += float(len(v) < 2 or v.max() == v.min())
-        return out / max(groups.num_groups, 1)
+from gdpo.analysis import distinct_values_per_group, multi_reward_signal_fraction, zero_spread_fraction
 
 
 def reward_metrics(values: np.ndarray, names: list[str], weights: np.ndarray, group_ids: np.ndarray,
                    errors: dict[str, int] | None = None) -> dict[str, float]:
-    """``rewards/<name>/{mean,std,zero_std_frac,errors}`` and ``rewards/total/*`` from values [N, K]."""
+    """``rewards/<name>/{mean,std,zero_std_frac,errors}``, ``rewards/total/*`` and
+    ``rewards/multi_signal_frac`` (groups where >= 2 rewards vary) from values [N, K]."""
     out: dict[str, float] = {}
     zero = zero_spread_fraction(values, group_ids)  # [K]
     for k, name in enumerate(names):
@@ -48,6 +29,7 @@ def reward_metrics(values: np.ndarray, names: list[str], weights: np.ndarray, gr
     out["rewards/total/mean"] = float(total.mean())
     out["rewards/total/std"] = float(total.std())
     out["rewards/total/zero_std_frac"] = float(zero_spread_fraction(total[:, None], group_ids)[0])
+    out["rewards/multi_signal_frac"] = multi_reward_signal_fraction(values, group_ids)  # >= 2 rewards vary
     return out
 
 
