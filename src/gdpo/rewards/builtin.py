@@ -2,8 +2,9 @@
 
 import importlib
 
-# Reward modules, and the toy task's module (its toy_* rewards live beside the task).
-for _module in ("gdpo.rewards.toolcall", "gdpo.rewards.math", "gdpo.rewards.code", "gdpo.data.toy"):
+# Reward modules, and the toy task modules (their toy_* rewards live beside the task).
+for _module in ("gdpo.rewards.toolcall", "gdpo.rewards.math", "gdpo.rewards.code", "gdpo.rewards.transforms",
+                "gdpo.data.toy", "gdpo.data.toy_extra"):
     try:
         importlib.import_module(_module)
     except ModuleNotFoundError as exc:  # a module not written yet, or its optional dependency missing
