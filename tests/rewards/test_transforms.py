@@ -120,6 +120,12 @@ def test_extra_toy_rewards_hand_values():
     assert toy_extra.toy_ends_lower(replies) == [1, 1, 0, 1, 0, 0]
     assert toy_extra.toy_one_char(replies) == [1, 1, 0, 0, 0, 0]
     assert toy_extra.toy_nonempty(replies) == [1, 1, 1, 1, 1, 0]
+    assert toy_extra.toy_zero(replies) == [0.0] * 6
+
+
+def test_pure_noise_reward_has_the_requested_spread():
+    values = np.array(registry.get("noisy", reward="toy_zero", std=0.05, seed=3)(["x"] * 4000))
+    assert abs(values.mean()) < 0.005 and abs(values.std() - 0.05) < 0.003
 
 
 def test_dotted_path_loads_the_module_in_a_fresh_process():

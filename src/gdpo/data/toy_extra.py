@@ -11,7 +11,8 @@ not trained on).
   has no uppercase letter / digit / inner space / punctuation;
 * ``toy_ends_lower``: the stripped reply ends with a lowercase letter;
 * ``toy_one_char``: the stripped reply is one character;
-* ``toy_nonempty``: the stripped reply is not empty.
+* ``toy_nonempty``: the stripped reply is not empty;
+* ``toy_zero``: always 0, a base for pure noise (``{name: noisy, params: {reward: toy_zero, std: 0.1}}``).
 
 Every one is a string test per completion: they exist to grow K cheaply (benchmarks) and as
 extra objectives of different difficulty.
@@ -73,5 +74,10 @@ def toy_nonempty(completions: list[str], **_: Any) -> list[float]:
     return _all(lambda s: bool(s), completions)
 
 
+@register_reward("toy_zero", description="always 0 (wrap it in noisy for a pure-noise reward)")
+def toy_zero(completions: list[str], **_: Any) -> list[float]:
+    return [0.0] * len(completions)
+
+
 EXTRA_REWARDS = ("toy_exact", "toy_no_upper", "toy_no_digit", "toy_no_space", "toy_no_punct",
-                 "toy_ends_lower", "toy_one_char", "toy_nonempty")
+                 "toy_ends_lower", "toy_one_char", "toy_nonempty", "toy_zero")
