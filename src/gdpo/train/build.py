@@ -97,7 +97,9 @@ def build_optimizer(cfg: TrainConfig, model) -> tuple[torch.optim.Optimizer, tor
     """AdamW over the trainable parameters, with warmup then cosine/constant per optimizer step."""
     o = cfg.optim
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay)
+    # The fused kernel (one pass per parameter, CPU and CUDA) is the same update, done faster.
+    fused = all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params) or None
+    optimizer = torch.optim.AdamW(params, lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay, fused=fused)
     total = max(1, cfg.steps * cfg.update.ppo_epochs * cfg.update.num_minibatches)
     schedule = lr_multiplier(o.warmup_steps, total, o.lr_schedule, o.min_lr_ratio)
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)

@@ -35,6 +35,61 @@ def token_entropy(logits: torch.Tensor) -> torch.Tensor:
     return -(logp.exp() * logp).sum(-1)  # [N, L]
 
 
+_CHUNK_ELEMENTS = 1 << 24  # logits elements per chunk in selected_logprobs (64 MiB of fp32)
+
+
+class _SelectedLogprobs(torch.autograd.Function):
+    """logp[t] = logits[t, tokens[t]] - logsumexp(logits[t]), plus the (detached) entropy.
+
+    Rows of the flattened [N*L, V] logits are processed in chunks, so that no [N, L, V]
+    log-softmax is kept: the forward keeps only the logits, and the backward recomputes the
+    softmax chunk by chunk (d logp / d logits = onehot(token) - softmax).
+    """
+
+    @staticmethod
+    def forward(ctx, logits, tokens, with_entropy):
+        vocab = logits.shape[-1]
+        flat, flat_tokens = logits.reshape(-1, vocab), tokens.reshape(-1, 1)  # [M, V], [M, 1]
+        logp = torch.empty(flat.shape[0], dtype=torch.float32, device=logits.device)  # [M]
+        ent = torch.empty_like(logp) if with_entropy else None
+        step = max(1, _CHUNK_ELEMENTS // vocab)
+        for start in range(0, flat.shape[0], step):
+            x = flat[start:start + step].float()  # [m, V]
+            lse = torch.logsumexp(x, dim=-1)  # [m]
+            logp[start:start + step] = x.gather(-1, flat_tokens[start:start + step]).squeeze(-1) - lse
+            if ent is not None:  # H = lse - sum_v p_v x_v
+                ent[start:start + step] = lse - (torch.softmax(x, dim=-1) * x).sum(-1)
+        ctx.save_for_backward(logits, tokens)
+        shape = tokens.shape
+        if ent is None:
+            return logp.view(shape), torch.zeros(shape, dtype=torch.float32, device=logits.device)
+        ctx.mark_non_differentiable(ent)
+        return logp.view(shape), ent.view(shape)
+
+    @staticmethod
+    def backward(ctx, grad_logp, grad_ent):
+        logits, tokens = ctx.saved_tensors
+        vocab = logits.shape[-1]
+        flat, flat_tokens = logits.reshape(-1, vocab), tokens.reshape(-1, 1)  # [M, V], [M, 1]
+        g = grad_logp.reshape(-1, 1).float()  # [M, 1]
+        grad = torch.empty_like(flat)  # [M, V]
+        step = max(1, _CHUNK_ELEMENTS // vocab)
+        for start in range(0, flat.shape[0], step):
+            gi = g[start:start + step]
+            chunk = torch.softmax(flat[start:start + step].float(), dim=-1).mul_(-gi)  # [m, V]
+            chunk.scatter_add_(-1, flat_tokens[start:start + step], gi)
+            grad[start:start + step] = chunk
+        return grad.view_as(logits), None, None
+
+
+def selected_logprobs(logits: torch.Tensor, tokens: torch.Tensor,
+                      with_entropy: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """:func:`token_logprobs` (differentiable) and, if asked, :func:`token_entropy` (detached),
+    computed together in chunks without materializing an [N, L, V] log-softmax -> [N, L] each."""
+    logp, ent = _SelectedLogprobs.apply(logits, tokens, with_entropy)
+    return logp, (ent if with_entropy else None)
+
+
 class Surrogate(NamedTuple):
     loss: torch.Tensor  # [N, L] per-token clipped surrogate loss
     clipped: torch.Tensor  # [N, L] bool: the clip was active (gradient is zero there)

@@ -6,12 +6,13 @@ for the old, reference and current policy alike.
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from gdpo.train.loss import token_entropy, token_logprobs
+from gdpo.train.loss import selected_logprobs, token_entropy, token_logprobs
 
 
 @dataclass
@@ -63,20 +64,56 @@ def generate(model, tokenizer, rows: list[dict[str, Any]], *, num_generations: i
              greedy: bool = False) -> Rollout:
     """Sample ``num_generations`` completions per row with HF ``generate`` (KV cache, stop at EOS)."""
     device = next(model.parameters()).device
-    ids, mask = render_prompts(tokenizer, rows, max_prompt_tokens)  # [B, P]
-    ids = ids.repeat_interleave(num_generations, dim=0).to(device)  # [N, P]
-    mask = mask.repeat_interleave(num_generations, dim=0).to(device)  # [N, P]
+    prompt_ids, prompt_mask = render_prompts(tokenizer, rows, max_prompt_tokens)  # [B, P]
+    prompt_ids, prompt_mask = prompt_ids.to(device), prompt_mask.to(device)
+    ids = prompt_ids.repeat_interleave(num_generations, dim=0)  # [N, P]
+    mask = prompt_mask.repeat_interleave(num_generations, dim=0)  # [N, P]
     eos = tokenizer.eos_token_id
     sampling = dict(do_sample=False) if greedy else dict(do_sample=True, temperature=temperature,
                                                          top_p=top_p, top_k=top_k or None)
+    # The G completions of a prompt share its prefix: encode it once per prompt, not per sample.
+    cache = shared_prefix_cache(model, prompt_ids, prompt_mask, num_generations)
     out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
-                         pad_token_id=tokenizer.pad_token_id, eos_token_id=eos, use_cache=True, **sampling)
+                         pad_token_id=tokenizer.pad_token_id, eos_token_id=eos, use_cache=True,
+                         **({} if cache is None else {_cache_arg(model): cache}), **sampling)
     completion_ids = out[:, ids.shape[1]:]  # [N, L]
     cmask = response_mask(completion_ids, eos)  # [N, L]
     completion_ids = torch.where(cmask.bool(), completion_ids, tokenizer.pad_token_id)
     texts = tokenizer.batch_decode(completion_ids, skip_special_tokens=True)
     expanded = [row for row in rows for _ in range(num_generations)]
     return Rollout(ids, mask, completion_ids, cmask, texts, expanded)
+
+
+def shared_prefix_cache(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, num_generations: int):
+    """KV cache of all prompt tokens but the last, computed once per prompt, repeated G times.
+
+    ``generate`` then feeds only the last prompt token for all N samples. The samples are
+    drawn exactly as without the cache; only the prefill work drops from N to B sequences.
+    Returns None (plain generate) where this does not pay off or the model is not a plain
+    HF decoder with a DynamicCache.
+    """
+    if num_generations < 2 or prompt_ids.shape[1] < 2:
+        return None
+    try:
+        from transformers import DynamicCache
+    except ImportError:  # pragma: no cover - very old transformers
+        return None
+    ids, mask = prompt_ids[:, :-1], prompt_mask[:, :-1]  # [B, P-1]
+    positions = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 1)  # as generate computes them
+    cache = DynamicCache(config=model.config)
+    try:
+        model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1,
+              **{_cache_arg(model): cache})
+    except TypeError:  # a model without these arguments: let generate do the prefill
+        return None
+    cache.batch_repeat_interleave(num_generations)  # [B, ...] -> [N, ...], samples of a prompt contiguous
+    return cache
+
+
+def _cache_arg(model) -> str:
+    """The keyword a model's forward takes its KV cache by (``cache`` since transformers 5.2x)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # peft passes it through
+    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
 
 
 def sequence_logprobs(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, completion_ids: torch.Tensor,
@@ -88,14 +125,41 @@ def sequence_logprobs(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor
     distribution the tokens were sampled from. Position ids follow the attention mask, as in
     generation with left padding.
     """
-    input_ids = torch.cat([prompt_ids, completion_ids], dim=1)  # [N, P+L]
-    attn = torch.cat([prompt_mask, completion_mask], dim=1)  # [N, P+L]
-    positions = (attn.cumsum(-1) - 1).clamp(min=0)  # [N, P+L]
-    logits = model(input_ids=input_ids, attention_mask=attn, position_ids=positions, use_cache=False).logits
+    logits = completion_logits(model, prompt_ids, prompt_mask, completion_ids, completion_mask)  # [N, L, V]
+    if temperature != 1.0:
+        logits = logits / temperature
+    if with_entropy and entropy_grad:  # the entropy is in the loss: plain autograd through both
+        return token_logprobs(logits, completion_ids), token_entropy(logits)
+    return selected_logprobs(logits, completion_ids, with_entropy)
+
+
+def completion_logits(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, completion_ids: torch.Tensor,
+                      completion_mask: torch.Tensor) -> torch.Tensor:
+    """Logits [N, L, V] at the positions that predict the completion tokens (t predicts t+1).
+
+    Only those L positions go through the LM head, and the last completion token (which
+    predicts nothing scored) is not fed. Samples that share a prompt (a group) encode it once:
+    the prompt's KV cache is computed for the distinct prompts and indexed per sample, and
+    gradients flow back through it, summed over the group, as they would through N copies.
+    """
+    n, length = completion_ids.shape
     p = prompt_ids.shape[1]
-    logits = logits[:, p - 1:-1, :] / temperature  # [N, L, V]: position t predicts token t+1
-    logp = token_logprobs(logits, completion_ids)  # [N, L]
-    ent = None
-    if with_entropy:  # the entropy over V is costly to backprop: only when it is in the loss
-        ent = token_entropy(logits if entropy_grad else logits.detach())  # [N, L]
-    return logp, ent
+    attn = torch.cat([prompt_mask, completion_mask[:, :-1]], dim=1)  # [N, P+L-1]
+    positions = (attn.cumsum(-1) - 1).clamp(min=0)  # [N, P+L-1]
+    keys = torch.cat([prompt_ids, prompt_mask], dim=1)  # [N, 2P]
+    distinct, inverse = torch.unique(keys, dim=0, return_inverse=True)  # [U, 2P], [N]
+    if p < 2 or distinct.shape[0] == n:
+        input_ids = torch.cat([prompt_ids, completion_ids[:, :-1]], dim=1)  # [N, P+L-1]
+        return model(input_ids=input_ids, attention_mask=attn, position_ids=positions, use_cache=False,
+                      logits_to_keep=length).logits
+    from transformers import DynamicCache
+
+    core = model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
+    prefix_ids, prefix_mask = distinct[:, :p - 1], distinct[:, p:2 * p - 1]  # [U, P-1]
+    cache = DynamicCache(config=core.config)
+    core(input_ids=prefix_ids, attention_mask=prefix_mask, position_ids=(prefix_mask.cumsum(-1) - 1).clamp(min=0),
+         use_cache=True, logits_to_keep=1, **{_cache_arg(core): cache})
+    cache.batch_select_indices(inverse)  # [U, ...] -> [N, ...]
+    tail = torch.cat([prompt_ids[:, -1:], completion_ids[:, :-1]], dim=1)  # [N, L]
+    return model(input_ids=tail, attention_mask=attn, position_ids=positions[:, -length:], use_cache=True,
+                 logits_to_keep=length, **{_cache_arg(core): cache}).logits
