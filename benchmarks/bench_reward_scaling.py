@@ -8,10 +8,10 @@ Three parts, each printed as a Markdown table (ratios measured in this one run):
     distinct reward multisets among the sampled groups), GRPO vs GDPO. GDPO is taken at group
     level (no batch step), as in the paper's count: the batch step is one affine map.
 (b) cost of ``compute_advantages`` at N = 65,536 (G = 8): median wall-clock over interleaved
-    repeats and peak traced memory (``tracemalloc``, a separate pass), GDPO / GRPO ratios.
+    repeats (the min is the figure least disturbed by other jobs) and peak traced memory (``tracemalloc``, a separate pass), GDPO / GRPO ratios.
 (c) cost of a whole training step: the tiny random-init model on the toy task with the toy
     rewards plus extra cheap ones (``gdpo.data.toy_extra``) up to K; median step time over the
-    steps after the first two of short in-process runs (two per method, alternated), per
+    steps after the first two of short in-process runs (three per method, alternated), per
     method, and GDPO / GRPO; "non-generation" = step time minus generation time.
 
     python benchmarks/bench_reward_scaling.py            # K = 2..10, a few minutes on 2 CPU cores
@@ -88,8 +88,10 @@ def estimator_cost(ks: list[int], n: int, g: int, repeats: int) -> list[dict]:
         row = {"K": k, "N": n}
         for m in METHODS:
             row[f"{m}_s"] = statistics.median(times[m])
+            row[f"{m}_min_s"] = min(times[m])
             row[f"{m}_peak_bytes"] = peaks[m]
         row["time_ratio"] = row["gdpo_s"] / row["grpo_s"]
+        row["min_time_ratio"] = row["gdpo_min_s"] / row["grpo_min_s"]
         row["memory_ratio"] = row["gdpo_peak_bytes"] / row["grpo_peak_bytes"]
         rows.append(row)
     return rows
@@ -144,8 +146,11 @@ def train_step_cost(ks: list[int], steps: int, skip: int, reps: int = 1) -> list
                     rest_s[m] += [x["time/step_s"] - x["time/generate_s"] for x in lines[skip:]]
             for m in METHODS:
                 row[f"{m}_step_s"] = statistics.median(step_s[m])
+                row[f"{m}_min_step_s"] = min(step_s[m])
                 row[f"{m}_rest_s"] = statistics.median(rest_s[m])
+                row[f"{m}_min_rest_s"] = min(rest_s[m])
             row["step_ratio"] = row["gdpo_step_s"] / row["grpo_step_s"]
+            row["min_step_ratio"] = row["gdpo_min_step_s"] / row["grpo_min_step_s"]
             rows.append(row)
     return rows
 
@@ -162,20 +167,25 @@ def print_tables(res: list[dict], cost: list[dict], steps: list[dict], g: int) -
                   f"{r['gdpo_distinct_per_group']:.3f} | {r['grpo_vector_share']:.3f} | {r['gdpo_vector_share']:.3f} | "
                   f"{r['grpo_all_zero_groups']:.4f} | {r['gdpo_all_zero_groups']:.4f} |")
     if cost:
-        print(f"\n## (b) compute_advantages at N = {cost[0]['N']:,}, G = {g} (median time; peak traced memory)\n")
-        print("| K | GRPO ms | GDPO ms | time GDPO/GRPO | GRPO peak MiB | GDPO peak MiB | memory GDPO/GRPO |")
-        print("|---:|---:|---:|---:|---:|---:|---:|")
+        print(f"\n## (b) compute_advantages at N = {cost[0]['N']:,}, G = {g} (median and min time of "
+              f"interleaved repeats; peak traced memory)\n")
+        print("| K | GRPO ms median | GDPO ms median | GDPO/GRPO median | GRPO ms min | GDPO ms min | GDPO/GRPO min | "
+              "GRPO peak MiB | GDPO peak MiB | memory GDPO/GRPO |")
+        print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         for r in cost:
             print(f"| {r['K']} | {1e3 * r['grpo_s']:.2f} | {1e3 * r['gdpo_s']:.2f} | {r['time_ratio']:.2f} | "
+                  f"{1e3 * r['grpo_min_s']:.2f} | {1e3 * r['gdpo_min_s']:.2f} | {r['min_time_ratio']:.2f} | "
                   f"{r['grpo_peak_bytes'] / 2**20:.2f} | {r['gdpo_peak_bytes'] / 2**20:.2f} | {r['memory_ratio']:.2f} |")
     if steps:
         print(f"\n## (c) Training step, tiny model on the toy task, B = 8, G = 4 "
-              f"(median over {steps[0]['steps_timed']} steps)\n")
-        print("| K | GRPO step s | GDPO step s | step GDPO/GRPO | GRPO non-generation s | GDPO non-generation s |")
-        print("|---:|---:|---:|---:|---:|---:|")
+              f"(median and min over {steps[0]['steps_timed']} steps per method)\n")
+        print("| K | GRPO step s median | GDPO step s median | GDPO/GRPO median | GRPO step s min | GDPO step s min | "
+              "GDPO/GRPO min | GRPO non-gen. s min | GDPO non-gen. s min |")
+        print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         for r in steps:
             print(f"| {r['K']} | {r['grpo_step_s']:.3f} | {r['gdpo_step_s']:.3f} | {r['step_ratio']:.2f} | "
-                  f"{r['grpo_rest_s']:.3f} | {r['gdpo_rest_s']:.3f} |")
+                  f"{r['grpo_min_step_s']:.3f} | {r['gdpo_min_step_s']:.3f} | {r['min_step_ratio']:.2f} | "
+                  f"{r['grpo_min_rest_s']:.3f} | {r['gdpo_min_rest_s']:.3f} |")
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -183,17 +193,18 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--quick", action="store_true", help="small grid for a smoke run")
     parser.add_argument("--json", help="also write every figure to this JSON file")
     parser.add_argument("--skip-train", action="store_true", help="leave out part (c)")
+    parser.add_argument("--only-train", action="store_true", help="run part (c) only")
     args = parser.parse_args(argv)
     g = 8
     if args.quick:
         ks, groups, n, repeats, train_ks, steps, skip, reps = [2, 4], 500, 8192, 3, [4], 2, 1, 1
     else:
-        ks, groups, n, repeats = list(range(2, 11)), 20_000, 65_536, 7
-        train_ks, steps, skip, reps = [2, 4, 6, 8, 10], 8, 2, 2
+        ks, groups, n, repeats = list(range(2, 11)), 20_000, 65_536, 25
+        train_ks, steps, skip, reps = [2, 4, 6, 8, 10], 8, 2, 3
     start = time.time()
     result = {
-        "resolution": resolution(ks, g, groups),
-        "estimator_cost": estimator_cost(ks, n, g, repeats),
+        "resolution": [] if args.only_train else resolution(ks, g, groups),
+        "estimator_cost": [] if args.only_train else estimator_cost(ks, n, g, repeats),
         "train_step": [] if args.skip_train else train_step_cost(train_ks, steps, skip, reps),
     }
     print_tables(result["resolution"], result["estimator_cost"], result["train_step"], g)
