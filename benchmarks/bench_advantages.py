@@ -1,7 +1,9 @@
 """Benchmark: vectorized estimators vs a per-sample dict loop, and GDPO's cost over GRPO's.
 
 Prints ratios measured in one run (medians of repeats), so a noisy machine still gives
-comparable numbers. Targets (issue 2): >= 50x faster than the loop at N = 65,536, and GDPO
+comparable numbers. Times are process CPU seconds (``time.process_time``): on a loaded
+machine a sub-millisecond call is often preempted for a whole time slice, which wall-clock
+medians do not survive; CPU time counts only the work done (``--wall`` switches to wall time). Targets (issue 2): >= 50x faster than the loop at N = 65,536, and GDPO
 within 3x of GRPO's time at N = 1M, K = 4.
 
     python benchmarks/bench_advantages.py            # full grid (about a minute)
@@ -11,23 +13,30 @@ within 3x of GRPO's time at N = 1M, K = 4.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 
-import numpy as np
+# One BLAS thread: with CPU-time measurement, idle BLAS worker threads spinning on a loaded
+# machine would be charged to whichever method happens to call BLAS (GRPO's weighted sum).
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
 
-from gdpo import compute_advantages
-from gdpo.reference import reference_advantages
+import numpy as np  # noqa: E402  (after the thread settings)
+
+from gdpo import compute_advantages  # noqa: E402
+from gdpo.reference import reference_advantages  # noqa: E402
 
 G = 8  # rollouts per group
+CLOCK = time.process_time  # see the module docstring
 
 
 def median_time(fn, repeats: int) -> float:
     times = []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start = CLOCK()
         fn()
-        times.append(time.perf_counter() - start)
+        times.append(CLOCK() - start)
     return statistics.median(times)
 
 
@@ -45,12 +54,15 @@ def loop_vs_vectorized(sizes: list[int], k: int, repeats: int) -> None:
         rewards, ids = batch(n, k)
         rows, id_list = rewards.tolist(), ids.tolist()
         for method in ("grpo", "gdpo"):
-            t_loop = median_time(lambda: reference_advantages(rows, id_list, method), max(1, repeats // 2))
+            # vectorized first: the loop's millions of small Python objects leave the heap in a
+            # state where the next large numpy buffers fault in fresh pages
             t_vec = median_time(lambda: compute_advantages(rewards, ids, method), repeats)
+            t_loop = median_time(lambda: reference_advantages(rows, id_list, method), max(1, repeats // 2))
             print(f"| {method} | {n:,} | {t_loop:.4f} | {t_vec:.5f} | {t_loop / t_vec:.0f}x |")
 
 
 def gdpo_over_grpo(sizes: list[int], ks: list[int], repeats: int) -> None:
+    """GDPO/GRPO time ratio per (N, K); the two alternate so load drifts hit both."""
     print(f"\n## GDPO time / GRPO time (G = {G}; median of {repeats}, interleaved)\n")
     print("| N | K | GRPO s | GDPO s | GDPO/GRPO |\n|---:|---:|---:|---:|---:|")
     for n in sizes:
@@ -67,7 +79,12 @@ def gdpo_over_grpo(sizes: list[int], ks: list[int], repeats: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small grid for a smoke run")
+    parser.add_argument("--wall", action="store_true", help="time wall-clock seconds instead of CPU seconds")
     args = parser.parse_args()
+    global CLOCK
+    if args.wall:
+        CLOCK = time.perf_counter
+    print(f"clock: {'wall' if args.wall else 'process CPU'} seconds")
     if args.quick:
         loop_vs_vectorized([4096], k=3, repeats=3)
         gdpo_over_grpo([65536], [1, 4], repeats=3)

@@ -166,30 +166,36 @@ def _group_normalize_uniform(values: np.ndarray, size: int, *, scale: bool, eps:
 
 
 def _to_kgb(values: np.ndarray, size: int) -> np.ndarray:
-    """[N, K] grouped in order, groups of ``size`` -> contiguous [K, G, B]."""
+    """[N, K] grouped in order, groups of ``size`` -> a new contiguous [K, G, B] array."""
     n, k = values.shape
-    return np.ascontiguousarray(values.reshape(n // size, size, k).transpose(2, 1, 0))
+    out = np.empty((k, size, n // size))
+    out[...] = values.reshape(n // size, size, k).transpose(2, 1, 0)
+    return out
 
 
 def _normalize_kgb(x: np.ndarray, *, scale: bool, eps: float) -> np.ndarray:
-    """Group-normalize a [K, G, B] array over G (every group full, no NaN); new array.
+    """Group-normalize a [K, G, B] array over G (every group full, no NaN), IN PLACE.
 
     The usual trainer batch (B prompts x G rollouts, in order) takes this path. Same results
     as the general path; in this layout every reduction runs over the middle axis with the B
-    groups contiguous (numpy is slow reducing a short last axis).
+    groups contiguous (numpy is slow reducing a short last axis), and working in place
+    avoids fresh allocations, whose page faults cost more than the arithmetic here.
     """
     size = x.shape[1]
     if size < 2:
-        return np.zeros_like(x)
-    mean = x.sum(axis=1, keepdims=True) / size  # [K, 1, B]
-    centered = x - mean  # [K, G, B]
+        x[...] = 0.0
+        return x
     has_signal = np.not_equal(x, x[:, :1]).any(axis=1, keepdims=True)  # [K, 1, B]: not all equal
+    mean = x.sum(axis=1, keepdims=True)  # [K, 1, B]
+    mean /= size
+    np.subtract(x, mean, out=x)  # x is now centered, [K, G, B]
     if scale:
-        std = np.sqrt(np.square(centered).sum(axis=1, keepdims=True) / (size - 1))  # [K, 1, B]
+        std = np.sqrt(np.einsum("kgb,kgb->kb", x, x)[:, None, :] / (size - 1))  # [K, 1, B]
         has_signal &= (std + eps) > 0  # see group_normalize
-        centered /= np.where(has_signal, std + eps, 1.0)
-    centered *= has_signal
-    return centered
+        x /= np.where(has_signal, std + eps, np.inf)  # no signal: finite / inf = 0
+    else:
+        x *= has_signal
+    return x
 
 
 def batch_normalize(
@@ -205,31 +211,26 @@ def batch_normalize(
     (response tokens per sample) the mean and variance are token-weighted, as verl's
     ``masked_whiten`` does over the response mask (Bessel correction by the token count).
     """
-    out = np.zeros_like(x, dtype=np.float64)
-    if not active.any():
-        return out
+    zeros = np.zeros_like(x, dtype=np.float64)
     xa = x if active.all() else x[active]
-    if xa.max() == xa.min():
-        return out  # no spread: nothing to rank
+    if xa.shape[0] == 0 or xa.max() == xa.min():
+        return zeros  # nothing to rank
+    weights = None if lengths is None else lengths[active].astype(np.float64)
+    total = float(xa.shape[0]) if weights is None else float(weights.sum())
+    if total <= 0:
+        return zeros
     # Work on x / max|x| so that squares neither overflow nor underflow; eps scales along.
-    size = float(np.abs(xa).max())
-    z = xa / size
-    if lengths is None:
-        n = float(z.shape[0])
-        mean = float(z.sum() / n)
-        deviation = z - mean
-        std = float(np.sqrt(np.einsum("i,i->", deviation, deviation) / max(n - 1.0, 1.0)))  # no BLAS threads
-    else:
-        w = lengths[active].astype(np.float64)
-        n = float(w.sum())
-        if n <= 0:
-            return out
-        mean = float((w * z).sum() / n)
-        std = float(np.sqrt((w * (z - mean) ** 2).sum() / max(n - 1.0, 1.0)))
+    size = float(max(xa.max(), -xa.min()))
+    z = xa / size  # a new array, centered and scaled in place below
+    z -= (z.sum() if weights is None else weights @ z) / total
+    squares = np.einsum("i,i->", z, z) if weights is None else np.einsum("i,i,i->", weights, z, z)
+    std = float(np.sqrt(squares / max(total - 1.0, 1.0)))  # Bessel correction by count or tokens
     with np.errstate(over="ignore"):
-        divisor = std + eps / size  # eps / size may overflow to inf: the result is then 0
-    out[active] = (z - mean) / divisor
-    return out
+        z /= std + eps / size  # eps / size may overflow to inf: the result is then 0
+    if z.shape[0] == x.shape[0]:
+        return z  # every sample active
+    zeros[active] = z
+    return zeros
 
 
 # --------------------------------------------------------------------------------------
@@ -335,36 +336,43 @@ def gdpo(rewards, groups, weights, *, eps=DEFAULT_EPS, leave_one_out=False, batc
         # Fast path: stay in the [K, G, B] layout and sum over K there.
         size = int(groups.sizes[0])
         per_reward = _normalize_kgb(_to_kgb(rewards, size), scale=per_reward_std, eps=eps)  # [K, G, B]
-        summed = _cancel_rounding_noise(per_reward, weights).T.reshape(-1)  # [G, B] -> [N]
+        bound = np.sqrt(size) if per_reward_std else None
+        summed = _cancel_rounding_noise(per_reward, weights, bound).T.reshape(-1)  # [G, B] -> [N]
     else:
         per_reward = group_normalize(rewards, groups, scale=per_reward_std, eps=eps,
                                      leave_one_out=leave_one_out)  # [N, K]
-        summed = _cancel_rounding_noise(per_reward.T, weights)  # [N]
+        bound = np.sqrt(groups.sizes.max()) if per_reward_std and groups.num_groups else None
+        summed = _cancel_rounding_noise(per_reward.T, weights, bound)  # [N]
     active = _any_applicable(rewards)
     if not batch_norm:
         return np.where(active, summed, 0.0)
     return batch_normalize(summed, active, eps=eps, lengths=lengths)
 
 
-def _cancel_rounding_noise(per_reward: np.ndarray, weights: np.ndarray) -> np.ndarray:
+def _cancel_rounding_noise(per_reward: np.ndarray, weights: np.ndarray, bound: float | None) -> np.ndarray:
     """Weighted sum over the first (reward) axis of ``per_reward`` [K, ...] -> [...].
 
-    Sums that cancel down to rounding noise become exactly 0. Complementary rewards
+    ``per_reward`` is overwritten (it is the caller's scratch). Sums that cancel down to
+    rounding noise become exactly 0. Complementary rewards
     (r2 = 1 - r1) normalize to exact opposites, but their float sum is ~1e-16, not 0; the
     batch step would blow that noise up into a ranking. A sum smaller than 64 ulps of the
-    magnitudes that went into it is treated as the 0 it is.
+    magnitude of the terms that went into it is treated as the 0 it is. ``bound`` is a known
+    bound on every |term| (z-scores of a group of n: sqrt(n)), which saves computing the
+    magnitudes sample by sample; None = compute them.
     """
     summed = np.zeros(per_reward.shape[1:])
-    magnitude = np.zeros(per_reward.shape[1:])
-    term = np.empty(per_reward.shape[1:])
+    magnitude = None if bound is not None else np.zeros(per_reward.shape[1:])
     for k, w in enumerate(weights):  # a loop over the K rewards, each a whole-batch operation
         if w == 0:
             continue
-        np.multiply(per_reward[k], w, out=term)
+        term = per_reward[k]  # scaled in place: per_reward is scratch (fresh buffers fault pages)
+        term *= w
         summed += term
-        np.abs(term, out=term)
-        magnitude += term
-    summed[np.abs(summed) <= 64 * np.finfo(np.float64).eps * magnitude] = 0.0
+        if magnitude is not None:
+            magnitude += np.abs(term, out=term)
+    ulps = 64 * np.finfo(np.float64).eps
+    tolerance = ulps * bound * weights.sum() if bound is not None else ulps * magnitude
+    summed[np.abs(summed) <= tolerance] = 0.0
     return summed
 
 
