@@ -91,6 +91,14 @@ def test_errors_say_what_is_wrong():
         registry.get("anti", reward="toy_short", low=1, high=1)
 
 
+def test_missing_column_of_the_wrapped_reward_is_reported_not_floored():
+    from gdpo.rewards.reward_set import MissingColumnError
+
+    rs = RewardSet.from_config([{"name": "noisy", "params": {"reward": "toy_letter", "std": 0.1}}])
+    with pytest.raises(MissingColumnError, match=r"needs column\(s\) \['target'\]"):
+        rs.score(["q"], max_len=[3])
+
+
 def test_reward_set_config_with_transforms_and_conflict_cancels_under_gdpo():
     rs = RewardSet.from_config([
         {"name": "toy_letter"},

@@ -36,10 +36,15 @@ import numpy as np
 
 from gdpo.rewards import registry
 from gdpo.rewards.registry import register_reward_factory
+from gdpo.rewards.reward_set import MissingColumnError
 
 
 def _inner(reward: str, params: dict[str, Any] | None, tokenizer: Any, who: str) -> Callable:
-    """Build the wrapped reward ``reward`` with ``params`` (passing the run's tokenizer if it takes one)."""
+    """Build the wrapped reward ``reward`` with ``params`` (passing the run's tokenizer if it takes one).
+
+    The returned callable raises :class:`MissingColumnError` when a dataset column the wrapped
+    reward declares is absent, so a reward set reports it instead of scoring the floor.
+    """
     if not isinstance(reward, str) or not reward:
         raise ValueError(f"{who}: params.reward must be a registered reward name such as 'toy_short', got {reward!r}")
     if reward in ("noisy", "negated", "anti") and not params:
@@ -49,7 +54,19 @@ def _inner(reward: str, params: dict[str, Any] | None, tokenizer: Any, who: str)
     if entry.is_factory and tokenizer is not None and "tokenizer" not in params:
         if "tokenizer" in inspect.signature(entry.builder).parameters:
             params["tokenizer"] = tokenizer
-    return registry.get(reward, **params)
+    fn = registry.get(reward, **params)
+    needed = entry.columns
+
+    def checked(completions: list[str], **columns: Any) -> list[float | None]:
+        missing = [c for c in needed if c not in columns]
+        if missing:
+            raise MissingColumnError(
+                f"{who}: the wrapped reward needs column(s) {missing}, which the data does not have; "
+                f"columns present: {sorted(columns)}"
+            )
+        return fn(completions, **columns)
+
+    return checked
 
 
 def _check_prob(name: str, value: float, who: str) -> float:
