@@ -194,13 +194,14 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--json", help="also write every figure to this JSON file")
     parser.add_argument("--skip-train", action="store_true", help="leave out part (c)")
     parser.add_argument("--only-train", action="store_true", help="run part (c) only")
+    parser.add_argument("--train-steps", type=int, default=None, help="steps per training run in (c) (default 8)")
     args = parser.parse_args(argv)
     g = 8
     if args.quick:
         ks, groups, n, repeats, train_ks, steps, skip, reps = [2, 4], 500, 8192, 3, [4], 2, 1, 1
     else:
         ks, groups, n, repeats = list(range(2, 11)), 20_000, 65_536, 25
-        train_ks, steps, skip, reps = [2, 4, 6, 8, 10], 8, 2, 3
+        train_ks, steps, skip, reps = [2, 4, 6, 8, 10], args.train_steps or 8, 2, 3
     start = time.time()
     result = {
         "resolution": [] if args.only_train else resolution(ks, g, groups),
