@@ -62,7 +62,7 @@ def summarize_run(run_dir: str | Path) -> RunSummary:
 
 def score_table(rows: list[dict], evals: list[dict]) -> str:
     """Per reward: mean over the first and the last WINDOW steps, and the last evaluation."""
-    n = min(WINDOW, len(rows))
+    n = max(1, min(WINDOW, len(rows) // 2))  # the two windows never overlap
     first_steps, last_steps = rows[:n], rows[-n:]
     lines = [
         f"Training reward means, first {n} vs last {n} of {len(rows)} steps"
