@@ -11,7 +11,7 @@ import pytest
 from gdpo.data import get_task, task_names
 from gdpo.data import toolcall as tc
 from gdpo.rewards.reward_set import RewardSet
-from gdpo.rewards.toolcall import parse_ground_truth, render_completion
+from gdpo.rewards.toolcall import parse_ground_truth, parse_tool_calls, render_completion
 
 SHARED_SFT = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "toolrl" / "rlla_sft.json"
 needs_shared = pytest.mark.skipif(not SHARED_SFT.exists(), reason=f"shared ToolRL data not found at {SHARED_SFT}")
@@ -182,7 +182,7 @@ def test_builtin_task_is_deterministic():
 
 def test_builtin_task_rows_are_sound():
     task = get_task("toolcall", num_train=600, num_test=200)
-    key = lambda r: (r["prompt"][1]["content"], r["tools"])  # noqa: E731
+    key = lambda r: (r["prompt"][-1]["content"], r["tools"])  # noqa: E731
     assert not {key(r) for r in task.train} & {key(r) for r in task.test}
     assert len({key(r) for r in task.train}) == len(task.train)
     kinds = {r["kind"] for r in task.train}
@@ -190,10 +190,13 @@ def test_builtin_task_rows_are_sound():
     for r in task.train + task.test:
         calls = parse_ground_truth(r["answer"])
         shown = json.loads(r["tools"])
-        system, user = r["prompt"][0]["content"], r["prompt"][1]["content"]
+        assert [m["role"] for m in r["prompt"]] == ["system", "user", "assistant", "user"]
+        system, example, user = r["prompt"][0]["content"], r["prompt"][2]["content"], r["prompt"][3]["content"]
         assert r["expects_response"] == (not calls)
         assert len(shown) == 4 and all(f'"name": "{name}"' in system for name in shown)
-        assert "<tool_call>" in system and "<response>" in system and "Example" in system
+        assert "<tool_call>" in system and "<response>" in system
+        example_calls = parse_tool_calls(example).calls
+        assert len(example_calls) == 1 and example_calls[0].name in shown
         for c in calls:
             assert c.name in shown
             tool = next(t for t in tc.TOOLS if t.name == c.name)
@@ -216,6 +219,18 @@ def test_every_builtin_reference_scores_full_marks():
     scores = RewardSet.from_config(task.rewards).score(
         texts, answer=[r["answer"] for r in rows], expects_response=[r["expects_response"] for r in rows])
     assert (scores.values == [1.0, 3.0]).all()
+
+
+def test_builtin_example_in_system_message():
+    turn = get_task("toolcall", num_train=20, num_test=0).train
+    system = get_task("toolcall", num_train=20, num_test=0, example="system").train
+    for a, b in zip(turn, system, strict=True):
+        assert [m["role"] for m in b["prompt"]] == ["system", "user"]
+        assert b["prompt"][0]["content"] == (a["prompt"][0]["content"] + '\n\nExample. Request: "'
+                                             + a["prompt"][1]["content"] + '" Reply:\n' + a["prompt"][2]["content"])
+        assert b["prompt"][1] == a["prompt"][3] and b["answer"] == a["answer"]
+    with pytest.raises(ValueError, match="example must be one of"):
+        get_task("toolcall", example="inline")
 
 
 def test_builtin_rows_survive_datasets_round_trip():

@@ -4,7 +4,9 @@ Every loader here returns a ``list`` of row dicts (the :class:`~gdpo.data.base.T
 shape), never a ``datasets.Dataset``; wrap with ``datasets.Dataset.from_list`` if needed.
 A row holds
 
-* ``prompt``: chat messages, ``[{"role": "system", ...}, {"role": "user", ...}]``;
+* ``prompt``: chat messages: a system message (the tools and the output format), then the
+  request as the last user message (the built-in task puts a worked example, a user and an
+  assistant message, between them);
 * ``answer``: JSON string of the reference calls, ``[{"name": ..., "arguments": {...}}]``
   (always spelled ``"arguments"``; ``"[]"`` when the right reply calls nothing);
 * ``expects_response``: whether the reference reply carries a ``<response>`` block (read by
@@ -479,26 +481,40 @@ def _think(calls: Sequence[ToolCall]) -> str:
     return f"The request needs {' and '.join(names)}, with the values the user gave."
 
 
-def _system_prompt(tools: Sequence[Tool], example: tuple[str, ToolCall]) -> str:
+FORMAT_RULES = (
+    "Always reply in exactly this format:\n"
+    "<think> your short reasoning </think>\n"
+    "<tool_call>\n"
+    '{"name": "function name", "arguments": {"argument name": "value"}}\n'
+    "</tool_call>\n"
+    "Write one JSON object per line inside <tool_call>; use one line per call. Use only the "
+    "arguments the user gave, with their values copied exactly.\n"
+    "If no function fits the request, or a required argument is missing, do not call a function; "
+    "reply instead:\n"
+    "<think> your short reasoning </think>\n"
+    "<response> your answer to the user </response>"
+)
+EXAMPLE_PLACEMENTS = ("turn", "system")
+
+
+def _messages_for(tools: Sequence[Tool], example: tuple[str, ToolCall], text: str, placement: str
+                  ) -> list[dict[str, str]]:
+    """The prompt: tools and format rules in the system message, the example, the request.
+
+    ``placement="turn"`` gives the example as a user/assistant exchange before the request;
+    ``"system"`` appends it to the system message. SmolLM2-135M-Instruct (greedy, 8 prompts)
+    wrote a ``<tool_call>`` block for 5 of 8 prompts with the example as a turn and for none
+    with it in the system message, hence the default.
+    """
     schemas = "\n".join(json.dumps(t.schema(), ensure_ascii=False) for t in tools)
     ex_text, ex_call = example
     ex_reply = render_completion([ex_call], think=f"The user wants {ex_call.name}, so I call it.")
-    return (
-        "You are a helpful assistant that can call functions. Available functions:\n"
-        f"{schemas}\n\n"
-        "Reply in exactly this format:\n"
-        "<think> your short reasoning </think>\n"
-        "<tool_call>\n"
-        '{"name": "function name", "arguments": {"argument name": "value"}}\n'
-        "</tool_call>\n"
-        "Write one JSON object per line inside <tool_call>; use one line per call. Use only the "
-        "arguments the user gave, with their values copied exactly.\n"
-        "If no function fits the request, or a required argument is missing, do not call a function; "
-        "reply instead:\n"
-        "<think> your short reasoning </think>\n"
-        "<response> your answer to the user </response>\n\n"
-        f'Example. Request: "{ex_text}" Reply:\n{ex_reply}'
-    )
+    system = f"You are a helpful assistant that can call functions. Available functions:\n{schemas}\n\n{FORMAT_RULES}"
+    if placement == "system":
+        return [{"role": "system", "content": f'{system}\n\nExample. Request: "{ex_text}" Reply:\n{ex_reply}'},
+                {"role": "user", "content": text}]
+    return [{"role": "system", "content": system}, {"role": "user", "content": ex_text},
+            {"role": "assistant", "content": ex_reply}, {"role": "user", "content": text}]
 
 
 def _sample(rng: random.Random, num_tools: int) -> dict[str, Any]:
@@ -532,12 +548,16 @@ def _sample(rng: random.Random, num_tools: int) -> dict[str, Any]:
 
 
 def build_toolcall_rows(n: int, seed: int = 0, *, split: str = "train", num_tools: int = 4,
-                        exclude: set[tuple[str, str]] | None = None) -> list[Row]:
+                        example: str = "turn", exclude: set[tuple[str, str]] | None = None) -> list[Row]:
     """``n`` distinct generated rows (distinct by user text and tools shown) from ``seed``.
 
     ``split`` names an independent random stream, so the test rows do not change when
     ``num_train`` does; rows whose (user text, tools) key is in ``exclude`` are skipped.
+    ``example``: where the prompt's worked example goes, "turn" or "system" (see
+    :func:`_messages_for`).
     """
+    if example not in EXAMPLE_PLACEMENTS:
+        raise ValueError(f"example must be one of {EXAMPLE_PLACEMENTS}, got {example!r}")
     if n < 0:
         raise ValueError(f"number of rows must be >= 0, got {n}")
     if not 2 <= num_tools <= len(TOOLS):
@@ -557,8 +577,7 @@ def build_toolcall_rows(n: int, seed: int = 0, *, split: str = "train", num_tool
         seen.add(key)
         calls: list[ToolCall] = s["calls"]
         rows.append({
-            "prompt": [{"role": "system", "content": _system_prompt(s["tools"], s["example"])},
-                       {"role": "user", "content": s["text"]}],
+            "prompt": _messages_for(s["tools"], s["example"], s["text"], example),
             "answer": json.dumps([c.to_dict() for c in calls], ensure_ascii=False),
             "expects_response": not calls,
             "reference": render_completion(calls, s["response"], think=_think(calls)),
@@ -571,20 +590,23 @@ def build_toolcall_rows(n: int, seed: int = 0, *, split: str = "train", num_tool
 
 
 @register_task("toolcall")
-def toolcall_task(num_train: int = 1000, num_test: int = 200, seed: int = 0, num_tools: int = 4) -> Task:
+def toolcall_task(num_train: int = 1000, num_test: int = 200, seed: int = 0, num_tools: int = 4,
+                  example: str = "turn") -> Task:
     """The built-in tool-calling task, generated from ``seed`` (no download).
 
     16 function schemas (weather, calculator, unit conversion, calendar, search, stocks,
     translation, email, timer, currencies, restaurants, time, flights, music, news,
     reminders); each prompt shows ``num_tools`` of them (the needed ones plus distractors),
-    the exact output format and one example. Requests: 55% one call, 15% two calls to
+    the exact output format and one worked example (``example="turn"``: a user/assistant
+    exchange before the request, the default; ``"system"``: appended to the system
+    message). Messages: system, [example user, example assistant,] user. Requests: 55% one call, 15% two calls to
     different functions, 10% two calls to one function, 10% a required argument missing
     (reply asking for it, no call), 10% chit-chat or unsupported (reply, no call). Test rows
     never repeat a train row (same user text and tools).
     """
-    train = build_toolcall_rows(num_train, seed, split="train", num_tools=num_tools)
-    keys = {(r["prompt"][1]["content"], ",".join(json.loads(r["tools"]))) for r in train}
-    test = build_toolcall_rows(num_test, seed, split="test", num_tools=num_tools, exclude=keys)
+    train = build_toolcall_rows(num_train, seed, split="train", num_tools=num_tools, example=example)
+    keys = {(r["prompt"][-1]["content"], ",".join(json.loads(r["tools"]))) for r in train}
+    test = build_toolcall_rows(num_test, seed, split="test", num_tools=num_tools, example=example, exclude=keys)
     return Task(
         name="toolcall",
         train=train,
@@ -592,5 +614,5 @@ def toolcall_task(num_train: int = 1000, num_test: int = 200, seed: int = 0, num
         rewards=[dict(r) for r in DEFAULT_REWARDS],
         description="Built-in tool calling: pick functions from JSON schemas and fill their arguments",
         info={"source": "generated", "seed": seed, "num_train": num_train, "num_test": num_test,
-              "num_tools": num_tools, "tools": [t.name for t in TOOLS]},
+              "num_tools": num_tools, "example": example, "tools": [t.name for t in TOOLS]},
     )
