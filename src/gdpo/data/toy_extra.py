@@ -1,10 +1,10 @@
 """Extra cheap rewards for the toy task (``Say the letter q.``), and the reward transforms.
 
 Importing this module registers the rewards below and, through ``gdpo.rewards.transforms``,
-the ``noisy`` / ``negated`` / ``anti`` factories. Until ``gdpo.rewards.builtin`` imports it, a
-config can load it by naming one of its rewards by import path before any registered name
-that needs it, e.g. ``{name: "gdpo.data.toy_extra:toy_exact", weight: 0}`` (weight 0: tracked,
-not trained on).
+the ``noisy`` / ``negated`` / ``anti`` factories; ``gdpo.rewards.builtin`` imports it. (The
+robustness configs in ``configs/compare/`` predate that and load it by naming one of its
+rewards by import path, ``{name: "gdpo.data.toy_extra:toy_exact", weight: 0}``: weight 0 =
+tracked, not trained on.)
 
 * ``toy_exact``: the reply is exactly the target letter (the ideal answer), a monitor;
 * ``toy_no_upper`` / ``toy_no_digit`` / ``toy_no_space`` / ``toy_no_punct``: the stripped reply
