@@ -278,10 +278,17 @@ def get_estimator(name: str) -> Estimator:
 
 
 def _weighted_sum(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """[N, K] with NaN -> [N]: NaN entries contribute nothing."""
-    if not np.isnan(values).any():
-        return values @ weights
-    return np.where(np.isnan(values), 0.0, values) @ weights
+    """[N, K] with NaN -> [N]: NaN entries contribute nothing.
+
+    A loop over the K columns rather than ``values @ weights``: a BLAS matrix-vector product
+    may start worker threads, which on a loaded machine cost far more than the arithmetic.
+    """
+    filled = np.where(np.isnan(values), 0.0, values) if np.isnan(values).any() else values
+    total = np.zeros(values.shape[0])
+    for k, w in enumerate(weights):
+        if w:
+            total += w * filled[:, k]
+    return total
 
 
 def _any_applicable(rewards: np.ndarray) -> np.ndarray:

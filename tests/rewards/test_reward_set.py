@@ -107,3 +107,21 @@ def test_misaligned_column_and_bad_return():
     bad = RewardSet([RewardSpec("inf", fn=lambda completions, **_: [float("inf")] * len(completions))])
     scores = bad.score(["a"])  # an inf is an error of that sample: floor, counted
     assert scores.values[0, 0] == 0.0 and scores.errors["inf"].count == 1
+
+
+def test_condition_written_in_yaml_with_a_bare_on_key():
+    import yaml
+
+    # PyYAML (YAML 1.1) reads `on` as the boolean True; the reward set accepts it as "on".
+    config = yaml.safe_load("""
+- name: test_reward_set:is_upper
+- name: short
+  condition: {on: test_reward_set:is_upper, min: 1}
+""")
+    assert True in config[1]["condition"]
+    config[1]["name"] = "test_reward_set:is_upper_copy"
+    rs = RewardSet.from_config(config)
+    assert rs.score(["AB", "ab"]).values.tolist() == [[1.0, 1.0], [0.0, 0.0]]
+
+
+is_upper_copy = is_upper

@@ -107,6 +107,9 @@ class RewardSet:
                     + f"allowed keys are {sorted(allowed)}"
                 )
             cond = item.get("condition")
+            if isinstance(cond, Mapping) and True in cond and "on" not in cond:
+                # YAML 1.1 (PyYAML) reads a bare `on:` key as the boolean True
+                cond = {("on" if k is True else k): v for k, v in cond.items()}
             if cond is not None:
                 if not isinstance(cond, Mapping) or set(cond) - {"on", "min"} or "on" not in cond:
                     raise ValueError(
