@@ -22,23 +22,27 @@ from typing import Any
 
 from gdpo.data.base import Task, register_task
 from gdpo.rewards.registry import register_reward
+from gdpo.rewards.text import completion_texts
 
 
 @register_reward("toy_letter", columns=("target",), description="1 if the reply contains the target letter")
 def toy_letter(completions: list[str], target: list[str], **_: Any) -> list[float]:
     """1.0 where the completion contains its row's target letter, else 0.0."""
+    completions = completion_texts(completions)
     return [1.0 if t in c else 0.0 for c, t in zip(completions, target)]
 
 
 @register_reward("toy_short", columns=("max_len",), description="1 if the reply has at most max_len characters")
 def toy_short(completions: list[str], max_len: list[int], **_: Any) -> list[float]:
     """1.0 where the stripped completion has at most ``max_len`` characters (and is non-empty)."""
+    completions = completion_texts(completions)
     return [1.0 if 0 < len(c.strip()) <= int(m) else 0.0 for c, m in zip(completions, max_len)]
 
 
 @register_reward("toy_starts_lower", description="1 if the reply starts with a lowercase letter")
 def toy_starts_lower(completions: list[str], **_: Any) -> list[float]:
     """1.0 where the completion starts with a lowercase ASCII letter."""
+    completions = completion_texts(completions)
     return [1.0 if c[:1] in string.ascii_lowercase and c[:1] else 0.0 for c in completions]
 
 

@@ -28,15 +28,16 @@ from typing import Any
 
 import gdpo.rewards.transforms  # noqa: F401  (registers noisy / negated / anti)
 from gdpo.rewards.registry import register_reward
+from gdpo.rewards.text import completion_texts
 
 
 @register_reward("toy_exact", columns=("target",), description="1 if the stripped reply is exactly the target letter")
 def toy_exact(completions: list[str], target: list[str], **_: Any) -> list[float]:
-    return [1.0 if c.strip() == t else 0.0 for c, t in zip(completions, target)]
+    return [1.0 if c.strip() == t else 0.0 for c, t in zip(completion_texts(completions), target)]
 
 
 def _all(pred, completions: list[str]) -> list[float]:
-    return [1.0 if pred(c.strip()) else 0.0 for c in completions]
+    return [1.0 if pred(c.strip()) else 0.0 for c in completion_texts(completions)]
 
 
 @register_reward("toy_no_upper", description="1 if the reply has no uppercase letter")

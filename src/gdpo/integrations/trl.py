@@ -43,6 +43,7 @@ import numpy as np
 from gdpo.advantages import compute_advantages, condition_reward, get_estimator
 from gdpo.analysis import distinct_values_per_group, zero_spread_fraction
 from gdpo.rewards.reward_set import RewardSet, RewardSpec
+from gdpo.rewards.text import completion_text
 from gdpo.train.config import TrainConfig
 
 MIN_TRL_VERSION = "1.16"
@@ -108,17 +109,6 @@ check_trl_hooks(GRPOTrainer)
 # --------------------------------------------------------------------------------------
 # Keyword arguments TRL passes to reward functions that are not dataset columns.
 TRL_CONTROL_KWARGS = frozenset({"trainer_state", "log_extra", "log_metric", "environments", "completion_ids"})
-
-
-def completion_text(completion: Any) -> str:
-    """One TRL completion as text: a string, or conversational ``[{role, content}, ...]``."""
-    if isinstance(completion, str):
-        return completion
-    if isinstance(completion, Mapping):
-        return completion_text(completion.get("content", ""))
-    if isinstance(completion, (list, tuple)):
-        return "".join(completion_text(part) for part in completion)
-    return "" if completion is None else str(completion)
 
 
 def dataset_columns(kwargs: Mapping[str, Any], n: int) -> dict[str, list[Any]]:

@@ -44,6 +44,7 @@ from functools import lru_cache
 from typing import Any
 
 from gdpo.rewards.registry import register_reward, register_reward_factory
+from gdpo.rewards.text import completion_text
 from gdpo.rewards.sandbox import RunResult, SandboxLimits, run_program
 
 BUG_STATUSES = frozenset({"runtime_error", "compile_error", "memory", "killed"})
@@ -291,7 +292,7 @@ def _job(completion: str, row_tests: Any, row_test: Any, row_entry: Any):
     cases = parse_tests(row_tests, row_test, row_entry)
     if not cases:
         return None
-    program = extract_program(completion)
+    program = extract_program(completion_text(completion))
     if program is None:
         return Evaluation((False,) * len(cases), ("no_program",) * len(cases))
     return lambda: evaluate_program(program, cases)
@@ -315,6 +316,7 @@ def code_bug_free(completions: list[str], tests=None, test=None, entry_point=Non
 def count_tokens(text: str, tokenizer: Any = None) -> int:
     """Tokens of ``text``: with a tokenizer (``.encode`` or a callable returning a list), else words
     and punctuation marks counted separately (a rough, tokenizer-free stand-in)."""
+    text = completion_text(text)
     if tokenizer is None:
         return len(re.findall(r"\w+|[^\w\s]", text))
     if hasattr(tokenizer, "encode"):

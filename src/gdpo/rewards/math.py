@@ -49,6 +49,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Callable, Literal, NamedTuple, Sequence
 
+from gdpo.rewards.text import completion_text
 from gdpo.rewards.registry import register_reward, register_reward_factory
 
 MAX_SCAN_CHARS = 20_000  # only the last 20k characters of a response are searched for the answer
@@ -68,17 +69,6 @@ class ExtractedAnswer:
 
     text: str
     source: Literal["answer_tag", "boxed"]
-
-
-def completion_text(completion: Any) -> str:
-    """The text of one completion: a string, or TRL's conversational ``[{role, content}]``."""
-    if isinstance(completion, str):
-        return completion
-    if isinstance(completion, dict):
-        return str(completion.get("content", ""))
-    if isinstance(completion, (list, tuple)):
-        return "".join(completion_text(message) for message in completion)
-    return "" if completion is None else str(completion)
 
 
 def _answer_region(text: str) -> str:

@@ -79,6 +79,7 @@ import math
 from collections import Counter
 from typing import Any, Iterable, NamedTuple, Sequence
 
+from gdpo.rewards.text import completion_text
 from gdpo.rewards.registry import register_reward
 
 MAX_CHARS = 200_000  # longer completions score the floor without being parsed
@@ -136,30 +137,6 @@ class ParsedCalls(NamedTuple):
 
 
 # -- reading text ----------------------------------------------------------------------------
-
-def completion_text(completion: Any) -> str:
-    """The text of a completion: a string, or TRL's conversational ``[{"role", "content"}]``.
-
-    For a message list, the content of the last message; content given as a list of parts
-    keeps its ``text`` parts. Anything else reads as "" (so it scores the floor, never raises).
-    """
-    if isinstance(completion, str):
-        return completion
-    if isinstance(completion, dict):
-        return _content_text(completion.get("content"))
-    if isinstance(completion, (list, tuple)) and completion:
-        last = completion[-1]
-        return _content_text(last.get("content")) if isinstance(last, dict) else ""
-    return ""
-
-
-def _content_text(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, (list, tuple)):
-        return "".join(p.get("text", "") for p in content if isinstance(p, dict) and isinstance(p.get("text"), str))
-    return ""
-
 
 def _after_think(text: str) -> str:
     """The part of ``text`` after the first ``</think>`` (all of it when there is none)."""
