@@ -133,15 +133,9 @@ def group_normalize(
         return _group_normalize_uniform(values, int(groups.sizes[0]), scale=scale, eps=eps)
     v = groups.to_sorted(values)  # [N, K], grouped
     applies = ~np.isnan(v)  # [N, K]
-    filled = np.where(applies, v, 0.0)
     starts = groups.starts
-    count = np.add.reduceat(applies.astype(np.float64), starts, axis=0)  # [num_groups, K]
-    total = np.add.reduceat(filled, starts, axis=0)  # [num_groups, K]
-    mean = total / np.maximum(count, 1.0)
-    # Exact zero-spread test: max == min within the group (NaN ignored).
-    hi = np.fmax.reduceat(np.where(applies, v, -np.inf), starts, axis=0)
-    lo = np.fmin.reduceat(np.where(applies, v, np.inf), starts, axis=0)
-    has_signal = (count >= 2) & (hi > lo)  # [num_groups, K]
+    count, has_signal = _sorted_group_spread(v, applies, starts)  # [num_groups, K] each
+    mean = np.add.reduceat(np.where(applies, v, 0.0), starts, axis=0) / np.maximum(count, 1.0)
     mean_n = groups.broadcast(mean)  # [N, K]
     if scale:
         sq = np.add.reduceat(np.where(applies, (v - mean_n) ** 2, 0.0), starts, axis=0)
@@ -157,6 +151,21 @@ def group_normalize(
         centered = centered / groups.broadcast(divisor)
     out = np.where(applies & groups.broadcast(has_signal), centered, 0.0)
     return groups.from_sorted(out)
+
+
+def group_spread(values: np.ndarray, groups: GroupIndex) -> np.ndarray:
+    """[num_groups, K] bool: the column varies within the group (>= 2 applicable values, not all
+    exactly equal; NaN = not applicable). The zero-spread test every estimator uses."""
+    v = groups.to_sorted(values)
+    return _sorted_group_spread(v, ~np.isnan(v), groups.starts)[1]
+
+
+def _sorted_group_spread(v: np.ndarray, applies: np.ndarray, starts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Applicable counts and the exact spread test (max > min, NaN ignored) of grouped [N, K]."""
+    count = np.add.reduceat(applies.astype(np.float64), starts, axis=0)  # [num_groups, K]
+    hi = np.fmax.reduceat(np.where(applies, v, -np.inf), starts, axis=0)
+    lo = np.fmin.reduceat(np.where(applies, v, np.inf), starts, axis=0)
+    return count, (count >= 2) & (hi > lo)
 
 
 def _group_normalize_uniform(values: np.ndarray, size: int, *, scale: bool, eps: float) -> np.ndarray:

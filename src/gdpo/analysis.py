@@ -25,7 +25,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from gdpo.advantages import GroupIndex, compute_advantages, get_estimator
+from gdpo.advantages import GroupIndex, compute_advantages, get_estimator, group_spread
 
 SUM_ONLY_METHODS = frozenset({"grpo", "grpo_no_std"})  # see only the sum of (equal-weight) rewards
 MAX_MULTISETS = 5_000_000  # guard: beyond this the enumeration would take minutes
@@ -140,12 +140,7 @@ def has_spread(rewards, group_ids) -> np.ndarray:
     groups = GroupIndex.from_ids(np.asarray(group_ids))
     if groups.num_groups == 0:
         return np.zeros((0, values.shape[1]), dtype=bool)
-    v = groups.to_sorted(values)
-    applies = ~np.isnan(v)
-    hi = np.fmax.reduceat(np.where(applies, v, -np.inf), groups.starts, axis=0)
-    lo = np.fmin.reduceat(np.where(applies, v, np.inf), groups.starts, axis=0)
-    count = np.add.reduceat(applies.astype(np.int64), groups.starts, axis=0)
-    return (count >= 2) & (hi > lo)
+    return group_spread(values, groups)
 
 
 def zero_spread_fraction(rewards, group_ids) -> np.ndarray:

@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 from gdpo.analysis import CollapseTable, collapse_table
+from gdpo.jsonio import write_text_atomic
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -25,7 +26,7 @@ def run(args: argparse.Namespace) -> int:
     print(format_table(table))
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    _write_json_atomic(out / "collapse.json", table._asdict())
+    write_text_atomic(out / "collapse.json", json.dumps(table._asdict(), indent=1))
     plot_path = plot_table(table, out / "collapse.png")
     print(f"\nwrote {out / 'collapse.json'} and {plot_path}")
     return 0
@@ -77,9 +78,3 @@ def plot_table(table: CollapseTable, path: Path) -> Path:
     plt.close(fig)
     os.replace(tmp, path)
     return path
-
-
-def _write_json_atomic(path: Path, data: dict) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, path)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import base64
 import html
 import json
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +25,7 @@ from gdpo.report_data import (ReportError, RunData, SeedScores, default_window, 
                               mean_over_training, method_scores, methods_of, reward_names, runs_of, score_source,
                               training_area)
 from gdpo.report_plots import plot_curves, plot_scores
+from gdpo.jsonio import write_text_atomic
 from gdpo.report_stats import ALPHA, Verdict, choose_baseline, verdict
 
 __all__ = ["ReportError", "ReportData", "build_report", "write_report", "to_markdown", "to_html"]
@@ -413,14 +413,7 @@ def write_report(output_dir: str | Path, report_dir: str | Path | None = None) -
     data = compute_report_data(output_dir)
     blocks = build_report(data, report_dir)
     title = next(b.text for b in blocks if isinstance(b, Heading))
-    files = [_write(report_dir / "report.md", to_markdown(blocks)),
-             _write(report_dir / "report.html", to_html(blocks, title.replace("`", ""))),
-             _write(report_dir / "summary.json", json.dumps(summary_dict(data), indent=1))]
+    files = [write_text_atomic(report_dir / "report.md", to_markdown(blocks)),
+             write_text_atomic(report_dir / "report.html", to_html(blocks, title.replace("`", ""))),
+             write_text_atomic(report_dir / "summary.json", json.dumps(summary_dict(data), indent=1))]
     return files + [b.path for b in blocks if isinstance(b, Figure)]
-
-
-def _write(path: Path, text: str) -> Path:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-    return path

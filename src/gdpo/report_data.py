@@ -7,13 +7,14 @@ Nothing here trains or plots.
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from gdpo.jsonio import read_jsonl
 
 SEED_DIR = re.compile(r"^seed(\d+)$")
 REWARD_MEAN = re.compile(r"^rewards/(.+)/mean$")
@@ -94,19 +95,6 @@ def sample_std(values: list[float] | np.ndarray) -> float:
 
 
 # ---------------------------------------------------------------- loading
-
-
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """Complete JSON lines of ``path`` ([] when absent); stops at a half-written line."""
-    if not path.is_file():
-        return []
-    out = []
-    for line in path.read_text().splitlines():
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            break
-    return out
 
 
 def load_runs(output_dir: str | Path, method_order: list[str] | None = None) -> list[RunData]:

@@ -6,7 +6,6 @@ that another process wrote: ``python -m gdpo.train.summary RUN_DIR``.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import sys
@@ -14,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from gdpo.jsonio import read_jsonl, write_text_atomic
 
 WINDOW = 5  # steps averaged at the start and at the end of the run
 
@@ -27,19 +28,6 @@ class RunSummary:
     markdown_path: Path
 
 
-def read_rows(path: Path) -> list[dict]:
-    """JSON lines; a torn last line (a killed writer) is skipped, never fatal."""
-    if not path.is_file():
-        return []
-    rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return rows
-
-
 def reward_names(rows: list[dict]) -> list[str]:
     keys = rows[0] if rows else {}
     return [k.split("/")[1] for k in keys if k.startswith("rewards/") and k.endswith("/mean")]
@@ -48,15 +36,15 @@ def reward_names(rows: list[dict]) -> list[str]:
 def summarize_run(run_dir: str | Path) -> RunSummary:
     """Write ``curves.png`` and ``summary.md`` into ``run_dir`` and return the table."""
     run_dir = Path(run_dir)
-    rows = read_rows(run_dir / "metrics.jsonl")
+    rows = read_jsonl(run_dir / "metrics.jsonl")
     if not rows:
         raise ValueError(f"{run_dir / 'metrics.jsonl'} has no steps; is {str(run_dir)!r} a training run folder?")
-    evals = read_rows(run_dir / "eval.jsonl")
+    evals = read_jsonl(run_dir / "eval.jsonl")
     table = score_table(rows, evals)
     png = plot_curves(rows, evals, run_dir / "curves.png")
     text = f"# Run summary: {run_dir}\n\n{table}\n\n![per-reward curves](curves.png)\n"
     md = run_dir / "summary.md"
-    _write_atomic(md, text)
+    write_text_atomic(md, text)
     return RunSummary(table, png, md)
 
 
@@ -129,12 +117,6 @@ def plot_curves(rows: list[dict], evals: list[dict], path: Path) -> Path | None:
     plt.close(fig)
     os.replace(tmp, path)
     return path
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 if __name__ == "__main__":  # pragma: no cover
