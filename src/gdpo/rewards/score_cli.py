@@ -13,12 +13,12 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from gdpo.jsonio import write_text_atomic
 from gdpo.rewards.reward_set import RewardScores, RewardSet, RewardSpec
 
 
@@ -115,12 +115,11 @@ def score_in_batches(reward_set: RewardSet, completions: list[str], columns: dic
 
 def write_scores(path: Path, scores: RewardScores) -> None:
     """One line per completion, written to a temp file and renamed: never half-written."""
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", encoding="utf-8") as fh:
-        for i, row in enumerate(scores.values):
-            values = {n: (None if math.isnan(v) else float(v)) for n, v in zip(scores.names, row)}
-            fh.write(json.dumps({"index": i, "scores": values}) + "\n")
-    os.replace(tmp, path)
+    lines = []
+    for i, row in enumerate(scores.values):
+        values = {n: (None if math.isnan(v) else float(v)) for n, v in zip(scores.names, row)}
+        lines.append(json.dumps({"index": i, "scores": values}) + "\n")
+    write_text_atomic(path, "".join(lines))
 
 
 def summary_table(scores: RewardScores) -> str:

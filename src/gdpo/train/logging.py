@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any
+
+from gdpo.jsonio import write_text_atomic
 
 
 def _clean(value: Any) -> Any:
@@ -41,9 +42,7 @@ def truncate_jsonl(path: Path, max_step: int) -> int:
             break
         if record.get("step", 0) <= max_step:
             kept.append(line)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text("".join(kept))
-    os.replace(tmp, path)
+    write_text_atomic(path, "".join(kept))
     return len(kept)
 
 
