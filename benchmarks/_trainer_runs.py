@@ -81,12 +81,13 @@ def measure(spec: dict[str, Any], model) -> dict[str, float]:
 # ----------------------------------------------------------------------------------------------
 def run_ours(spec: dict[str, Any]) -> dict[str, Any]:
     import gdpo.models
-    import gdpo.train.loop as loop
+    import gdpo.train.generators as generators
     from gdpo.train import train
 
     steps: list[dict[str, float]] = []
     probe: dict[str, float] = {}
-    original_load, original_generate = gdpo.models.load_model_and_tokenizer, loop.generate
+    # generators.generate is what the HF rollout backend calls
+    original_load, original_generate = gdpo.models.load_model_and_tokenizer, generators.generate
 
     def load_forced(*args, **kwargs):  # the trainer loads its own copy; force lengths on it
         out = original_load(*args, **kwargs)
@@ -103,7 +104,7 @@ def run_ours(spec: dict[str, Any]) -> dict[str, Any]:
         return rollout
 
     gdpo.models.load_model_and_tokenizer = load_forced
-    loop.generate = generate_counted
+    generators.generate = generate_counted
     n = spec["prompts"] * spec["generations"]
     with tempfile.TemporaryDirectory() as out:
         config = {

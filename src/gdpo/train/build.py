@@ -27,11 +27,11 @@ def device_for(info: dist.DistInfo) -> torch.device:
 
 
 def autocast_for(cfg: TrainConfig, device: torch.device) -> Callable[[], Any]:
-    """bf16 autocast on CUDA (when supported and not disabled); CPU stays fp32."""
-    use_bf16 = (device.type == "cuda" and cfg.model.dtype in ("auto", "bfloat16")
-                and torch.cuda.is_bf16_supported())
-    if use_bf16:
-        return lambda: torch.autocast("cuda", dtype=torch.bfloat16)
+    """bf16 autocast as ``model.dtype`` asks (see :mod:`gdpo.train.precision`); else fp32."""
+    from gdpo.train.precision import compute_dtype
+
+    if compute_dtype(cfg.model.dtype, device) == torch.bfloat16:
+        return lambda: torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext
 
 

@@ -97,7 +97,7 @@ class TaskConfig:
 
 @dataclass
 class RolloutConfig:
-    """Sampling G completions per prompt with HF generate (KV cache)."""
+    """Sampling G completions per prompt: HF generate (KV cache) or a colocated vLLM engine."""
 
     prompts_per_step: int = _f(8, "B: prompts per step (over all processes)")
     num_generations: int = _f(8, "G: completions per prompt (a group); at least 2")
@@ -106,6 +106,15 @@ class RolloutConfig:
     temperature: float = _f(1.0, "sampling temperature (> 0); logprobs use the same temperature")
     top_p: float = _f(1.0, "nucleus sampling mass in (0, 1]")
     top_k: int = _f(0, "top-k sampling; 0 = off (overrides a model's generation_config default)")
+    backend: Literal["hf", "vllm"] = _f(
+        "hf", "hf: HF generate on the policy itself (CPU or GPU); vllm: a vLLM engine on the same GPU, "
+        "weights pushed from the policy before every rollout (needs `pip install vllm` and CUDA)")
+    vllm_gpu_memory_utilization: float = _f(
+        0.3, "backend=vllm: share of the GPU's memory the engine may take (weights + KV cache), in (0, 1]; "
+        "the policy, its gradients and AdamW state need the rest")
+    vllm_sleep: bool = _f(
+        False, "backend=vllm: put the engine to sleep during the update (weights to CPU RAM, KV cache "
+        "freed), wake it for the next rollout; saves GPU memory, costs host<->device copies")
 
 
 @dataclass

@@ -2,7 +2,7 @@
 
     for step in 1..steps:
         rows        = this process's share of the step's prompts
-        rollout     = G sampled completions per prompt (HF generate, KV cache)
+        rollout     = G sampled completions per prompt (rollout.backend: HF generate or vLLM)
         scored      = rewards [N, K] of the global batch -> advantages [N] (gdpo, grpo, ...)
         batch       = our block of samples, old / reference logprobs when needed
         figures     = update_policy(...)   # epochs x minibatches of clipped-surrogate steps
@@ -27,7 +27,7 @@ from gdpo.train.build import (
 )
 from gdpo.train.config import TrainConfig, config_from_dict, config_to_dict, load_config
 from gdpo.train.metrics import advantage_metrics, length_metrics, reward_metrics
-from gdpo.train.rollout import Rollout, generate
+from gdpo.train.rollout import Rollout
 from gdpo.train.scoring import ScoredBatch, score_and_normalize
 from gdpo.train.session import Session, open_session
 from gdpo.train.update import UpdateBatch, batched_logprobs, update_policy
@@ -73,9 +73,7 @@ def _run(cfg: TrainConfig, info: dist.DistInfo, resume: bool) -> TrainResult:
     for step in range(s.start_step + 1, cfg.steps + 1):
         t0 = time.perf_counter()
         rows = s.prompts_for_step()
-        rollout = generate(s.policy.core, s.policy.tokenizer, rows, num_generations=cfg.rollout.num_generations,
-                           max_new_tokens=cfg.rollout.max_new_tokens, max_prompt_tokens=cfg.rollout.max_prompt_tokens,
-                           temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p, top_k=cfg.rollout.top_k)
+        rollout = s.generator.generate(rows, step)  # gdpo.train.generators
         t_gen = time.perf_counter() - t0
         scored = score_and_normalize(s.rewards, rollout.completions, rollout.rows, rollout.lengths.numpy(),
                                      cfg.rollout.num_generations, method=cfg.method,

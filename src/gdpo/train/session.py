@@ -17,11 +17,13 @@ from gdpo.train import dist
 from gdpo.train.build import (
     Policy,
     Reference,
+    autocast_for,
     build_optimizer,
     load_policy,
     load_reference,
 )
 from gdpo.train.config import TrainConfig, config_to_dict
+from gdpo.train.generators import Generator, check_backend, make_generator
 from gdpo.train.logging import RunLogger, truncate_jsonl
 from gdpo.train.progress import Progress
 from gdpo.train.sampler import PromptSampler
@@ -45,6 +47,7 @@ class Session:
     output_dir: Path
     start_step: int = 0
     resumed: bool = False
+    generator: Generator | None = None  # the rollout backend (rollout.backend)
 
     def prompts_for_step(self) -> list[dict[str, Any]]:
         """This process's contiguous share of the step's prompts (a group never splits)."""
@@ -114,6 +117,8 @@ def _num(x: float) -> float | None:
 
 def open_session(cfg: TrainConfig, info: dist.DistInfo, device: torch.device, resume: bool) -> Session:
     """Build every piece of the run; with ``resume``, restore the latest checkpoint."""
+    check_backend(cfg)  # rollout.backend=vllm without vllm or CUDA: fail before loading any model
+    autocast = autocast_for(cfg, device)  # model.dtype=bfloat16 on a GPU without bf16: fail here too
     out = Path(cfg.output_dir)
     if info.is_main:
         out.mkdir(parents=True, exist_ok=True)
@@ -127,8 +132,9 @@ def open_session(cfg: TrainConfig, info: dist.DistInfo, device: torch.device, re
     start = _maybe_resume(cfg, info, out, policy, optimizer, scheduler, sampler) if resume else 0
     logger = RunLogger(out, cfg.logging, config_to_dict(cfg), enabled=info.is_main)
     progress = Progress(cfg.steps, start, cfg.logging.progress, enabled=info.is_main)
+    generator = make_generator(cfg, info, policy, device, autocast)
     return Session(cfg, info, task, policy, reference, reward_set, optimizer, scheduler, sampler,
-                   logger, progress, out, start, resumed=start > 0)
+                   logger, progress, out, start, resumed=start > 0, generator=generator)
 
 
 def _maybe_resume(cfg, info, out: Path, policy, optimizer, scheduler, sampler) -> int:

@@ -27,6 +27,9 @@ def validate(cfg: Any) -> None:
     if not 0 < r.top_p <= 1:
         raise ConfigError(f"rollout.top_p = {r.top_p!r} must be in (0, 1]; 1 = off")
     _positive("rollout.top_k", r.top_k, 0)
+    if not 0 < r.vllm_gpu_memory_utilization <= 1:
+        raise ConfigError(f"rollout.vllm_gpu_memory_utilization = {r.vllm_gpu_memory_utilization!r} must be in "
+                          f"(0, 1], a share of the GPU's memory (e.g. 0.3 next to the policy)")
     for key in ("eps_low", "eps_high", "beta", "entropy_coef"):
         _positive(f"loss.{key}", getattr(lo, key), 0)
     if lo.constant_normalizer is not None:

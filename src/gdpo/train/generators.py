@@ -1,0 +1,76 @@
+"""Rollout backends behind one small interface, chosen once per run (``rollout.backend``).
+
+    generator = make_generator(cfg, info, policy, device)   # in open_session
+    rollout = generator.generate(rows, step)                # each step of the loop
+
+* ``hf`` (:class:`HFGenerator`): HF ``generate`` on the policy itself (:func:`gdpo.train.rollout.generate`).
+* ``vllm`` (:class:`gdpo.train.rollout_vllm.VLLMGenerator`): a colocated vLLM engine on this
+  process's GPU, imported only when selected. :func:`check_backend` runs before any model is
+  loaded, so a machine without vLLM or CUDA fails at once with the fix in the message.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import torch
+
+from gdpo.train import dist
+from gdpo.train.config import TrainConfig
+from gdpo.train.config_io import ConfigError
+from gdpo.train.rollout import Rollout, generate
+
+
+class Generator(Protocol):
+    """Samples ``rollout.num_generations`` completions for each row with the current policy."""
+
+    def generate(self, rows: list[dict[str, Any]], step: int) -> Rollout: ...
+
+
+class HFGenerator:
+    """HF ``generate`` on the policy (torch's RNG; ``step`` is not used)."""
+
+    def __init__(self, cfg: TrainConfig, policy, autocast: Callable[[], Any] = contextlib.nullcontext):
+        self.cfg, self.policy, self.autocast = cfg, policy, autocast
+
+    def generate(self, rows: list[dict[str, Any]], step: int) -> Rollout:
+        r = self.cfg.rollout
+        with self.autocast():  # the same numerics as the logprobs of the update
+            return generate(self.policy.core, self.policy.tokenizer, rows, num_generations=r.num_generations,
+                            max_new_tokens=r.max_new_tokens, max_prompt_tokens=r.max_prompt_tokens,
+                            temperature=r.temperature, top_p=r.top_p, top_k=r.top_k)
+
+
+VLLM_FIX = "pip install vllm on a CUDA machine, or set rollout.backend=hf"
+
+
+def check_backend(cfg: TrainConfig) -> None:
+    """Fail before loading models when ``rollout.backend`` cannot run here."""
+    if cfg.rollout.backend == "hf":
+        return
+    if not vllm_installed():
+        raise ConfigError(f"rollout.backend = 'vllm' but vllm is not installed: {VLLM_FIX}")
+    if not torch.cuda.is_available():
+        raise ConfigError(f"rollout.backend = 'vllm' needs a CUDA GPU and torch sees none "
+                          f"(torch {torch.__version__}): {VLLM_FIX}")
+    strategy = getattr(getattr(cfg, "distributed", None), "strategy", "ddp")
+    if strategy == "fsdp":
+        raise ConfigError("rollout.backend = 'vllm' does not gather FSDP-sharded weights for the engine; "
+                          "set distributed.strategy=ddp or rollout.backend=hf")
+
+
+def vllm_installed() -> bool:
+    return importlib.util.find_spec("vllm") is not None
+
+
+def make_generator(cfg: TrainConfig, info: dist.DistInfo, policy, device: torch.device,
+                   autocast: Callable[[], Any] = contextlib.nullcontext) -> Generator:
+    """The run's rollout backend (call :func:`check_backend` first, before loading models)."""
+    if cfg.rollout.backend == "hf":
+        return HFGenerator(cfg, policy, autocast)
+    from gdpo.train.rollout_vllm import VLLMGenerator  # vllm is imported only here
+
+    return VLLMGenerator(cfg, info, policy, device)

@@ -1,0 +1,126 @@
+"""rollout.backend: vllm on a real GPU: rollouts, weight sync against the HF policy, 2 training steps.
+
+Skipped unless vllm imports and CUDA is available. Never run on this project's dev machines
+or CI (no GPU there): the first GPU run of this file is the first test of the vLLM backend.
+"""
+
+import importlib.util
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+HAVE_VLLM = importlib.util.find_spec("vllm") is not None
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not HAVE_VLLM, reason="vllm is not installed (pip install vllm on a CUDA machine)"),
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device: the vLLM backend needs a GPU"),
+]
+
+SMOKE = Path(__file__).resolve().parents[2] / "configs" / "smoke.yaml"
+TINY = {"hidden_size": 128, "num_layers": 2, "num_heads": 2, "intermediate_size": 256, "max_positions": 256}
+
+
+def _config(tmp_path, **extra):
+    cfg = yaml.safe_load(SMOKE.read_text())
+    cfg.update(output_dir=str(tmp_path / "run"), steps=2)
+    cfg["model"].update(tiny=TINY, dtype="float32")  # head_dim 64: every vLLM attention backend takes it
+    cfg["rollout"].update(prompts_per_step=4, num_generations=4, max_new_tokens=8, backend="vllm",
+                          vllm_gpu_memory_utilization=0.2, **extra)
+    cfg["checkpoint"] = {"every": 0, "save_final_model": False}
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory):
+    """A policy on the GPU and its vLLM generator (one engine for the module: they are slow to build)."""
+    from gdpo.train import dist
+    from gdpo.train.build import load_policy
+    from gdpo.train.config import config_from_dict
+    from gdpo.train.rollout_vllm import VLLMGenerator
+
+    cfg = config_from_dict(_config(tmp_path_factory.mktemp("engine")))
+    device = torch.device("cuda:0")
+    policy = load_policy(cfg, dist.DistInfo(), device)
+    return cfg, policy, VLLMGenerator(cfg, dist.DistInfo(), policy, device)
+
+
+def _rows(n=4):
+    from gdpo.data.base import get_task
+
+    return get_task("toy", num_rewards=3, letters="abcdef", max_len=3).train[:n]
+
+
+def test_rollout_tensors_are_consistent_and_scored_by_the_hf_policy(engine):
+    from gdpo.train.rollout import sequence_logprobs
+
+    cfg, policy, gen = engine
+    rollout = gen.generate(_rows(), step=1)
+    n, g = len(rollout), cfg.rollout.num_generations
+    assert n == 4 * g and rollout.completion_ids.shape == rollout.completion_mask.shape
+    assert rollout.completion_ids.device.type == "cuda"
+    mask, ids, lengths = rollout.completion_mask, rollout.completion_ids, rollout.lengths
+    eos, pad = policy.tokenizer.eos_token_id, policy.tokenizer.pad_token_id
+    assert ((lengths >= 1) & (lengths <= cfg.rollout.max_new_tokens)).all()
+    positions = torch.arange(mask.shape[1], device=mask.device)[None]
+    assert torch.equal(mask.bool(), positions < lengths[:, None])  # a prefix of ones per sample
+    assert (ids[~mask.bool()] == pad).all()
+    for i in range(n):  # a sample shorter than the limit ended at EOS, and only there
+        k = int(lengths[i])
+        hits = (ids[i, :k] == eos).nonzero().flatten().tolist()
+        assert hits in ([], [k - 1]) and (k == cfg.rollout.max_new_tokens or hits == [k - 1])
+    assert rollout.completions == policy.tokenizer.batch_decode(ids, skip_special_tokens=True)
+    logp, _ = sequence_logprobs(policy.core, rollout.prompt_ids, rollout.prompt_mask, ids, mask)
+    assert torch.isfinite(logp[mask.bool()]).all() and (logp[mask.bool()] <= 0).all()
+
+
+def test_pushed_weights_match_the_hf_policy(engine):
+    """After changing the policy, vLLM's logprobs of its own samples equal the HF policy's."""
+    from vllm import SamplingParams
+
+    from gdpo.train.rollout import render_prompts, sequence_logprobs
+    from gdpo.train.rollout_vllm import push_weights
+    from gdpo.train.vllm_io import policy_weights, rollout_from_samples
+
+    cfg, policy, gen = engine
+    with torch.no_grad():
+        for p in policy.core.parameters():
+            p.add_(0.05 * torch.randn_like(p))  # far from the folder the engine was built from
+    gen.wake()
+    push_weights(gen.llm, policy_weights(policy.core))
+    rows = _rows()
+    prompt_ids, prompt_mask = render_prompts(policy.tokenizer, rows, cfg.rollout.max_prompt_tokens)
+    prompts = [{"prompt_token_ids": i[m.bool()].tolist()} for i, m in zip(prompt_ids, prompt_mask)]
+    params = SamplingParams(n=2, temperature=1.0, max_tokens=6, seed=0, logprobs=0,
+                            stop_token_ids=[policy.tokenizer.eos_token_id])
+    outs = gen.llm.generate(prompts, params, use_tqdm=False)
+    samples = [list(c.token_ids) for o in outs for c in sorted(o.outputs, key=lambda c: c.index)]
+    vllm_logp = [[lp[t].logprob for t, lp in zip(c.token_ids, c.logprobs)]
+                 for o in outs for c in sorted(o.outputs, key=lambda c: c.index)]
+    r = rollout_from_samples(prompt_ids.cuda(), prompt_mask.cuda(), samples, rows, 2, policy.tokenizer)
+    hf_logp, _ = sequence_logprobs(policy.core, r.prompt_ids, r.prompt_mask, r.completion_ids, r.completion_mask)
+    for i, ours in enumerate(vllm_logp):
+        k = int(r.lengths[i])
+        theirs = hf_logp[i, :k].float().cpu()
+        assert torch.allclose(torch.tensor(ours[:k]), theirs, atol=2e-2), (i, ours[:k], theirs.tolist())
+
+
+def test_two_training_steps_with_the_vllm_backend(tmp_path):
+    """`gdpo train` in a fresh process (its own engine and process group), engine asleep during updates."""
+    config = tmp_path / "vllm.yaml"
+    config.write_text(yaml.safe_dump(_config(tmp_path, vllm_sleep=True)))
+    done = subprocess.run([sys.executable, "-m", "gdpo", "train", "--config", str(config)],
+                          check=False, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-4000:]
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in rows] == [1, 2]
+    for row in rows:
+        rewards = {k: v for k, v in row.items() if k.startswith("rewards/") and k.endswith("/mean")}
+        assert "rewards/total/mean" in rewards and all(math.isfinite(v) for v in rewards.values())
+        assert math.isfinite(row["loss"]) and math.isfinite(row["grad_norm"])
+        assert 1 <= row["completions/length_mean"] <= 8
