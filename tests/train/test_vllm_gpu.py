@@ -7,6 +7,7 @@ or CI (no GPU there): the first GPU run of this file is the first test of the vL
 import importlib.util
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -114,8 +115,10 @@ def test_two_training_steps_with_the_vllm_backend(tmp_path):
     """`gdpo train` in a fresh process (its own engine and process group), engine asleep during updates."""
     config = tmp_path / "vllm.yaml"
     config.write_text(yaml.safe_dump(_config(tmp_path, vllm_sleep=True)))
+    launcher = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")  # set by the fixture's engine
+    env = {k: v for k, v in os.environ.items() if k not in launcher}
     done = subprocess.run([sys.executable, "-m", "gdpo", "train", "--config", str(config)],
-                          check=False, capture_output=True, text=True, timeout=900)
+                          check=False, capture_output=True, text=True, timeout=900, env=env)
     assert done.returncode == 0, done.stderr[-4000:]
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [row["step"] for row in rows] == [1, 2]
