@@ -36,13 +36,13 @@ def autocast_for(cfg: TrainConfig, device: torch.device) -> Callable[[], Any]:
 
 
 class Policy(NamedTuple):
-    model: Any  # what the loss calls: DDP-wrapped when distributed
-    core: Any  # the plain HF (or peft) model: generate, save
+    model: Any  # what the loss calls: DDP-wrapped (or FSDP-sharded) when distributed
+    core: Any  # the HF (or peft) model: generate, save (FSDP: the sharded model itself, see gdpo.train.fsdp)
     tokenizer: Any
 
 
 def load_policy(cfg: TrainConfig, info: dist.DistInfo, device: torch.device) -> Policy:
-    """The trained model (LoRA-wrapped if asked), on ``device``, DDP-wrapped when distributed."""
+    """The trained model (LoRA-wrapped if asked), on ``device``; DDP-wrapped or FSDP-sharded when distributed."""
     from gdpo.models import load_model_and_tokenizer
 
     torch.manual_seed(cfg.seed)  # same LoRA init on every process
@@ -56,6 +56,11 @@ def load_policy(cfg: TrainConfig, info: dist.DistInfo, device: torch.device) -> 
     model.to(device)
     model.eval()  # no dropout: old and new logprobs must describe the same policy
     wrapped = model
+    if info.enabled and cfg.distributed.strategy == "fsdp":
+        from gdpo.train.fsdp import shard_policy
+
+        sharded = shard_policy(model)  # in place: the same object is trained, generates and saves
+        return Policy(sharded, sharded, tok)
     if info.enabled:
         ids = [info.local_rank] if device.type == "cuda" else None
         wrapped = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)

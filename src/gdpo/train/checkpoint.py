@@ -1,5 +1,9 @@
 """Atomic checkpoints: trainable weights, optimizer, scheduler, RNG states, data position.
 
+With FSDP (``distributed.strategy: fsdp``) the weights and optimizer state are gathered into
+full tensors first, so ``weights.pt`` has the same layout either way (``optimizer.pt`` is keyed
+by parameter name instead of index) and ``state.json`` records which strategy wrote it.
+
 Layout: ``<output_dir>/checkpoints/step-000012/`` with ``weights.pt``, ``optimizer.pt``,
 ``scheduler.pt``, ``rng-rank<r>.pt`` (one per process) and ``state.json``. A checkpoint is
 written into a temporary folder, every file fsync'ed, then renamed into place, so a process
@@ -17,6 +21,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from gdpo.train import fsdp
 
 PREFIX = "step-"
 
@@ -80,15 +86,16 @@ def save_checkpoint(output_dir: str | Path, step: int, *, model, optimizer, sche
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
     barrier()
+    weights, optimizer_state = _states_to_save(model, optimizer, rank)
     _save(rng_state(), tmp / f"rng-rank{rank}.pt")
     if rank == 0:
-        _save(trainable_state(model), tmp / "weights.pt")
-        _save(optimizer.state_dict(), tmp / "optimizer.pt")
+        _save(weights, tmp / "weights.pt")
+        _save(optimizer_state, tmp / "optimizer.pt")
         _save(scheduler.state_dict(), tmp / "scheduler.pt")
     barrier()
     if rank == 0:
         with open(tmp / "state.json", "w") as fh:
-            json.dump({**state, "step": step, "world_size": world_size}, fh)
+            json.dump({**state, "step": step, "world_size": world_size, "fsdp": fsdp.is_sharded(model)}, fh)
             fh.flush()
             os.fsync(fh.fileno())
         _fsync_dir(tmp)
@@ -101,10 +108,39 @@ def save_checkpoint(output_dir: str | Path, step: int, *, model, optimizer, sche
     return final
 
 
+def _states_to_save(model, optimizer, rank: int) -> tuple[dict | None, dict | None]:
+    """(weights, optimizer state) for rank 0 to write; with FSDP every process helps gather them."""
+    if fsdp.is_sharded(model):
+        return fsdp.full_model_state(model), fsdp.full_optimizer_state(model, optimizer)
+    if rank != 0:
+        return None, None
+    return trainable_state(model), optimizer.state_dict()
+
+
 def load_checkpoint(path: Path, *, model, optimizer, scheduler, rank: int = 0) -> dict[str, Any]:
     """Restore weights, optimizer, scheduler and this process's RNG; returns ``state.json``."""
     state = json.loads((path / "state.json").read_text())
+    sharded = fsdp.is_sharded(model)
+    if state.get("fsdp", False) != sharded:
+        written, now = ("fsdp" if state.get("fsdp") else "ddp"), ("fsdp" if sharded else "ddp")
+        raise ValueError(f"checkpoint {path} was written with distributed.strategy={written} (over "
+                         f"{state.get('world_size', 1)} processes) and this run uses {now}; resume with "
+                         f"--set distributed.strategy={written} and the same number of processes")
     weights = torch.load(path / "weights.pt", map_location="cpu", weights_only=True)
+    optimizer_state = torch.load(path / "optimizer.pt", map_location="cpu", weights_only=False)
+    if sharded:
+        fsdp.load_full_state(model, optimizer, weights, optimizer_state)
+    else:
+        _load_plain_state(path, model, optimizer, weights, optimizer_state)
+    scheduler.load_state_dict(torch.load(path / "scheduler.pt", map_location="cpu", weights_only=False))
+    rng_file = path / f"rng-rank{rank}.pt"
+    if not rng_file.exists():
+        raise ValueError(f"checkpoint {path} has no RNG state for rank {rank}; resume with the same number of processes")
+    set_rng_state(torch.load(rng_file, map_location="cpu", weights_only=False))
+    return state
+
+
+def _load_plain_state(path: Path, model, optimizer, weights: dict, optimizer_state: dict) -> None:
     params = dict(model.named_parameters())
     unknown = [k for k in weights if k not in params]
     if unknown:
@@ -112,10 +148,4 @@ def load_checkpoint(path: Path, *, model, optimizer, scheduler, rank: int = 0) -
     with torch.no_grad():
         for name, value in weights.items():
             params[name].copy_(value.to(params[name].device))
-    optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location="cpu", weights_only=False))
-    scheduler.load_state_dict(torch.load(path / "scheduler.pt", map_location="cpu", weights_only=False))
-    rng_file = path / f"rng-rank{rank}.pt"
-    if not rng_file.exists():
-        raise ValueError(f"checkpoint {path} has no RNG state for rank {rank}; resume with the same number of processes")
-    set_rng_state(torch.load(rng_file, map_location="cpu", weights_only=False))
-    return state
+    optimizer.load_state_dict(optimizer_state)

@@ -26,6 +26,7 @@ from gdpo.train.config_io import (
 __all__ = [
     "CheckpointConfig",
     "ConfigError",
+    "DistributedConfig",
     "EvalConfig",
     "LoggingConfig",
     "LoraConfig",
@@ -190,6 +191,16 @@ class EvalConfig:
 
 
 @dataclass
+class DistributedConfig:
+    """How several processes (torchrun / accelerate launch) share the policy; ignored in one process."""
+
+    strategy: Literal["ddp", "fsdp"] = _f(
+        "ddp", "ddp: every process holds the whole model and AdamW state, gradients are averaged; "
+        "fsdp: FSDP2 shards weights, gradients and AdamW state over processes (per decoder layer), "
+        "gathering the full weights for generation and evaluation (no LoRA)")
+
+
+@dataclass
 class TrainConfig:
     """A training run. Every section below has its own fields."""
 
@@ -211,6 +222,7 @@ class TrainConfig:
     checkpoint: CheckpointConfig = _f(CheckpointConfig(), "checkpointing")
     logging: LoggingConfig = _f(LoggingConfig(), "logging")
     eval: EvalConfig = _f(EvalConfig(), "evaluation")
+    distributed: DistributedConfig = _f(DistributedConfig(), "multi-process training (DDP or FSDP)")
 
 
 def config_from_dict(data: dict[str, Any] | None, overrides: list[str] | None = None) -> TrainConfig:

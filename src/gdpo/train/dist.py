@@ -7,6 +7,7 @@ nccl on CUDA.
 
 from __future__ import annotations
 
+import gc
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -30,22 +31,45 @@ class DistInfo:
         return self.world_size > 1
 
 
+INIT_METHOD_ENV = "GDPO_DIST_INIT_METHOD"
+
+
 def setup() -> DistInfo:
-    """Join the process group the launcher describes (no-op for a single process)."""
+    """Join the process group the launcher describes (no-op for a single process).
+
+    torchrun / accelerate set RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT (``env://``).
+    Setting ``GDPO_DIST_INIT_METHOD=file:///shared/path`` (plus RANK and WORLD_SIZE) meets at a
+    file instead of a TCP port, so processes started by hand cannot collide on a port.
+    """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return DistInfo()
     if not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        dist.init_process_group(backend=backend)
+        _init_process_group(world)
     local = int(os.environ.get("LOCAL_RANK", "0"))
     if torch.cuda.is_available():
         torch.cuda.set_device(local)
     return DistInfo(dist.get_rank(), dist.get_world_size(), local)
 
 
+def _init_process_group(world: int) -> None:
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    init_method = os.environ.get(INIT_METHOD_ENV)
+    if not init_method:
+        dist.init_process_group(backend=backend)
+        return
+    if "RANK" not in os.environ:
+        raise ValueError(f"{INIT_METHOD_ENV}={init_method!r} needs RANK (0..{world - 1}) in the environment "
+                         f"of each process; set it, or unset {INIT_METHOD_ENV} to use torchrun's env://")
+    dist.init_process_group(backend=backend, init_method=init_method, rank=int(os.environ["RANK"]),
+                            world_size=world)
+
+
 def teardown(info: DistInfo) -> None:
     if info.enabled and dist.is_initialized():
+        # Free what still refers to the group (FSDP state in reference cycles) before destroying it:
+        # otherwise a process sometimes aborts at exit ("terminate called without an active exception").
+        gc.collect()
         dist.destroy_process_group()
 
 

@@ -26,6 +26,7 @@ from gdpo.train.build import (
     update_settings,
 )
 from gdpo.train.config import TrainConfig, config_from_dict, config_to_dict, load_config
+from gdpo.train.fsdp import full_parameters
 from gdpo.train.metrics import advantage_metrics, length_metrics, reward_metrics
 from gdpo.train.rollout import Rollout
 from gdpo.train.scoring import ScoredBatch, score_and_normalize
@@ -73,7 +74,8 @@ def _run(cfg: TrainConfig, info: dist.DistInfo, resume: bool) -> TrainResult:
     for step in range(s.start_step + 1, cfg.steps + 1):
         t0 = time.perf_counter()
         rows = s.prompts_for_step()
-        rollout = s.generator.generate(rows, step)  # gdpo.train.generators
+        with full_parameters(s.policy.core):  # FSDP: gathered, so ranks may sample different lengths
+            rollout = s.generator.generate(rows, step)  # gdpo.train.generators
         t_gen = time.perf_counter() - t0
         scored = score_and_normalize(s.rewards, rollout.completions, rollout.rows, rollout.lengths.numpy(),
                                      cfg.rollout.num_generations, method=cfg.method,

@@ -23,6 +23,7 @@ from gdpo.train.build import (
     load_reference,
 )
 from gdpo.train.config import TrainConfig, config_to_dict
+from gdpo.train.fsdp import full_parameters, is_sharded, save_pretrained_full
 from gdpo.train.generators import Generator, check_backend, make_generator
 from gdpo.train.logging import RunLogger, truncate_jsonl
 from gdpo.train.progress import Progress
@@ -83,11 +84,16 @@ class Session:
         """Greedy completions on the first test prompts; per-reward means to eval.jsonl (main process)."""
         from gdpo.train.evaluate import evaluate_rows
 
-        if not self.info.is_main or not self.task.test:
+        core = self.policy.core
+        # FSDP: every process gathers the weights and evaluates the same rows, because HF generate
+        # on a sharded model keeps the processes in step (synced_gpus); the main one logs.
+        if not self.task.test or not (self.info.is_main or is_sharded(core)):
             return {}
         rows = self.task.test[: self.cfg.eval.num_prompts]
-        result = evaluate_rows(self.policy.core, self.policy.tokenizer, self.rewards, rows, self.cfg)
-        self.logger.write("eval", {"step": step, **result})
+        with full_parameters(core):
+            result = evaluate_rows(core, self.policy.tokenizer, self.rewards, rows, self.cfg)
+        if self.info.is_main:
+            self.logger.write("eval", {"step": step, **result})
         return result
 
     def save(self, step: int) -> None:
@@ -103,12 +109,20 @@ class Session:
         self.progress.close()
         self.logger.close()
         final = None
-        if self.cfg.checkpoint.save_final_model and self.info.is_main and self.cfg.steps > self.start_step:
+        if self.cfg.checkpoint.save_final_model and self.cfg.steps > self.start_step:
             final = self.output_dir / "final"
-            self.policy.core.save_pretrained(final)
-            self.policy.tokenizer.save_pretrained(final)
+            self._save_final_model(final)
         dist.barrier(self.info)
         return TrainResult(self.output_dir, max(self.cfg.steps, self.start_step), history, final)
+
+    def _save_final_model(self, path: Path) -> None:
+        """A normal HF folder from the main process (FSDP: every process helps gather the weights)."""
+        core, tokenizer = self.policy.core, self.policy.tokenizer
+        if is_sharded(core):
+            save_pretrained_full(core, tokenizer, path, self.info.is_main)
+        elif self.info.is_main:
+            core.save_pretrained(path)
+            tokenizer.save_pretrained(path)
 
 
 def _num(x: float) -> float | None:

@@ -55,6 +55,17 @@ def validate(cfg: Any) -> None:
     _positive("checkpoint.keep_last", cfg.checkpoint.keep_last)
     _positive("eval.every", cfg.eval.every, 0)
     _positive("logging.samples_every", cfg.logging.samples_every, 0)
+    _check_distributed(cfg)
+
+
+def _check_distributed(cfg: Any) -> None:
+    """FSDP combinations this trainer does not support fail here, before any process loads a model."""
+    if cfg.distributed.strategy != "fsdp":
+        return
+    if cfg.model.lora is not None:
+        raise ConfigError("distributed.strategy = 'fsdp' with model.lora is not supported (the adapters are "
+                          "small; sharding them saves little): set distributed.strategy=ddp, or model.lora=null "
+                          "to train all weights with FSDP")
 
 
 def _check_method(cfg: Any) -> None:
