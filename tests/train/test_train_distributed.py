@@ -115,3 +115,11 @@ def test_two_processes_match_one(tmp_path, strategy):
             assert torch.allclose(res["weights"][name], w, atol=1e-5), name
     assert any(not torch.equal(w, build_tiny(seed=0).model.state_dict()[k]) for k, w in single["weights"].items())
     assert np.abs(single["advantages"]).sum() > 0  # the batch carried a learning signal
+
+
+def test_file_rendezvous_without_rank_names_the_fix(monkeypatch, tmp_path):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.delenv("RANK", raising=False)
+    monkeypatch.setenv(dist.INIT_METHOD_ENV, f"file://{tmp_path}/rendezvous")
+    with pytest.raises(ValueError, match="needs RANK"):
+        dist.setup()
