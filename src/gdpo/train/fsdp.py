@@ -10,6 +10,11 @@ sequence on *this* process needs, and ranks sample different lengths, so per-lay
 collectives would no longer pair up and the processes would hang. :func:`full_parameters`
 gathers every layer once, keeps it gathered through generation or evaluation (resharding
 after forward is switched off meanwhile), then frees it again.
+
+Two more places depend on FSDP: the update encodes each sample's prompt itself instead of
+sharing one prompt cache per group (``rollout.completion_logits``: that cache's gradient
+arrives after FSDP has freed the layer's weights), and checkpoints / the final HF folder
+gather full tensors (:func:`full_model_state`, :func:`full_optimizer_state`).
 """
 
 from __future__ import annotations
@@ -52,9 +57,11 @@ def decoder_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
 def shard_policy(model: torch.nn.Module) -> torch.nn.Module:
     """Shard ``model`` in place over all processes: each decoder layer, then the root.
 
-    Every unit, the root included, frees its gathered weights after each forward. (A root kept
-    gathered through a no-grad forward, such as the old-logprob pass, is then used by the next
-    forward without its gradients reaching the optimizer's shards, so it must not stay gathered.)
+    Every unit, the root included, frees its gathered weights after each forward. (With the
+    root kept gathered after forward, as FSDP does by default, a no-grad forward such as the
+    old-logprob pass left it gathered, and after the next optimizer step the root's weights
+    were off by about one learning-rate step: seen with torch 2.13 on gloo, caught by
+    tests/train/test_train_distributed.py.)
     """
     fully_shard = _fully_shard()
     for layer in decoder_layers(model):
