@@ -93,6 +93,11 @@ def test_every_shipped_config_names_a_registered_task_whose_rewards_resolve(path
     assert cfg.task.name in task_names()
     if "path" in cfg.task.params:
         return  # data the user downloads (paper recipes); parsing is all we can check here
-    task = get_task(cfg.task.name, **cfg.task.params)
+    try:
+        task = get_task(cfg.task.name, **cfg.task.params)
+    except FileNotFoundError as exc:  # gsm8k / toolrl read ../shared/data beside the repository
+        if cfg.task.name in ("toy", "math", "code", "toolcall"):
+            raise  # built-in tasks need no files: this is a real failure
+        pytest.skip(f"{path.name}: the task's shared data is absent here ({exc})")
     rewards = RewardSet.from_config(cfg.rewards or task.rewards)
     assert len(rewards.names) >= 2  # every shipped recipe is multi-reward
