@@ -81,6 +81,11 @@ def test_fsdp_with_lora_fails_early_with_the_fix():
         config_from_dict({"distributed": {"strategy": "fsdp"}, "model": {"lora": {"r": 4}}})
 
 
+def test_fsdp_with_vllm_rollouts_fails_at_config_time_with_the_fix():
+    with pytest.raises(ConfigError, match="does not gather FSDP-sharded weights.*rollout.backend=hf"):
+        config_from_dict({"distributed": {"strategy": "fsdp"}, "rollout": {"backend": "vllm"}})
+
+
 def test_unknown_strategy_suggests_the_nearest():
     with pytest.raises(ConfigError, match="Did you mean 'fsdp'"):
         config_from_dict({"distributed": {"strategy": "fdsp"}})

@@ -112,9 +112,7 @@ def full_model_state(model: Any) -> dict[str, torch.Tensor]:
 
     Rank 0 gets the tensors; other ranks may get an empty dict.
     """
-    from torch.distributed.checkpoint.state_dict import get_model_state_dict
-
-    state = get_model_state_dict(model, options=_state_dict_options())
+    state = full_model_state_all(model)
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     return {k: v for k, v in state.items() if k in trainable}
 

@@ -56,10 +56,6 @@ def check_backend(cfg: TrainConfig) -> None:
     if not torch.cuda.is_available():
         raise ConfigError(f"rollout.backend = 'vllm' needs a CUDA GPU and torch sees none "
                           f"(torch {torch.__version__}): {VLLM_FIX}")
-    strategy = getattr(getattr(cfg, "distributed", None), "strategy", "ddp")
-    if strategy == "fsdp":
-        raise ConfigError("rollout.backend = 'vllm' does not gather FSDP-sharded weights for the engine; "
-                          "set distributed.strategy=ddp or rollout.backend=hf")
 
 
 def vllm_installed() -> bool:

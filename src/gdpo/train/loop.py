@@ -20,7 +20,6 @@ import torch
 
 from gdpo.train import dist
 from gdpo.train.build import (
-    autocast_for,
     device_for,
     seed_everything,
     update_settings,
@@ -69,7 +68,7 @@ def _run(cfg: TrainConfig, info: dist.DistInfo, resume: bool) -> TrainResult:
     s = open_session(cfg, info, device, resume)  # task, policy, rewards, optimizer, logger, restored state
     seed_offset_rng(cfg, info, s.resumed)
     settings = update_settings(cfg)
-    autocast = autocast_for(cfg, device)
+    autocast = s.autocast  # chosen once by the session (model.dtype)
     history = []
     for step in range(s.start_step + 1, cfg.steps + 1):
         t0 = time.perf_counter()

@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from gdpo.train.fsdp import is_sharded
 from gdpo.train.loss import selected_logprobs, token_entropy, token_logprobs
 
 
@@ -110,13 +111,6 @@ def shared_prefix_cache(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tens
     return cache
 
 
-def _is_sharded(model) -> bool:
-    """FSDP frees a layer's weights after its backward, before the shared prefix's gradient arrives."""
-    from gdpo.train.fsdp import is_sharded
-
-    return is_sharded(model)
-
-
 def _cache_arg(model) -> str:
     """The keyword a model's forward takes its KV cache by (``cache`` since transformers 5.2x)."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model  # peft passes it through
@@ -155,7 +149,8 @@ def completion_logits(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor
     positions = (attn.cumsum(-1) - 1).clamp(min=0)  # [N, P+L-1]
     keys = torch.cat([prompt_ids, prompt_mask], dim=1)  # [N, 2P]
     distinct, inverse = torch.unique(keys, dim=0, return_inverse=True)  # [U, 2P], [N]
-    if p < 2 or distinct.shape[0] == n or _is_sharded(model):  # FSDP: see gdpo.train.fsdp
+    # FSDP frees a layer's weights after its backward, before a shared prefix's gradient arrives.
+    if p < 2 or distinct.shape[0] == n or is_sharded(model):
         input_ids = torch.cat([prompt_ids, completion_ids[:, :-1]], dim=1)  # [N, P+L-1]
         return model(input_ids=input_ids, attention_mask=attn, position_ids=positions, use_cache=False,
                       logits_to_keep=length).logits

@@ -22,15 +22,14 @@ from __future__ import annotations
 
 import contextlib
 import os
-import random
 import socket
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from gdpo.train import dist
+from gdpo.train.checkpoint import rng_state, set_rng_state
 from gdpo.train.config import TrainConfig
 from gdpo.train.precision import compute_dtype
 from gdpo.train.rollout import Rollout, render_prompts
@@ -119,16 +118,12 @@ def _free_port() -> int:
 
 @contextlib.contextmanager
 def preserved_rng():
-    states = (random.getstate(), np.random.get_state(), torch.get_rng_state(),
-              torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None)
+    """Python, numpy, torch (and CUDA) RNG states as they were before the block."""
+    state = rng_state()
     try:
         yield
     finally:
-        random.setstate(states[0])
-        np.random.set_state(states[1])
-        torch.set_rng_state(states[2])
-        if states[3] is not None:
-            torch.cuda.set_rng_state_all(states[3])
+        set_rng_state(state)
 
 
 def push_weights(llm, weights) -> None:

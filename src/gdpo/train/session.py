@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,6 +51,7 @@ class Session:
     start_step: int = 0
     resumed: bool = False
     generator: Generator | None = None  # the rollout backend (rollout.backend)
+    autocast: Callable[[], Any] = contextlib.nullcontext  # model.dtype's autocast (gdpo.train.precision)
 
     def prompts_for_step(self) -> list[dict[str, Any]]:
         """This process's contiguous share of the step's prompts (a group never splits)."""
@@ -148,7 +151,8 @@ def open_session(cfg: TrainConfig, info: dist.DistInfo, device: torch.device, re
     progress = Progress(cfg.steps, start, cfg.logging.progress, enabled=info.is_main)
     generator = make_generator(cfg, info, policy, device, autocast)
     return Session(cfg, info, task, policy, reference, reward_set, optimizer, scheduler, sampler,
-                   logger, progress, out, start, resumed=start > 0, generator=generator)
+                   logger, progress, out, start, resumed=start > 0, generator=generator,
+                   autocast=autocast)
 
 
 def _maybe_resume(cfg, info, out: Path, policy, optimizer, scheduler, sampler) -> int:

@@ -66,6 +66,9 @@ def _check_distributed(cfg: Any) -> None:
         raise ConfigError("distributed.strategy = 'fsdp' with model.lora is not supported (the adapters are "
                           "small; sharding them saves little): set distributed.strategy=ddp, or model.lora=null "
                           "to train all weights with FSDP")
+    if cfg.rollout.backend == "vllm":
+        raise ConfigError("rollout.backend = 'vllm' does not gather FSDP-sharded weights for the engine; "
+                          "set distributed.strategy=ddp or rollout.backend=hf")
 
 
 def _check_method(cfg: Any) -> None:
