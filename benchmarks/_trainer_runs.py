@@ -81,7 +81,7 @@ def measure(spec: dict[str, Any], model) -> dict[str, float]:
 # ----------------------------------------------------------------------------------------------
 def run_ours(spec: dict[str, Any]) -> dict[str, Any]:
     import gdpo.models
-    import gdpo.train.generators as generators
+    import gdpo.rollout.backends as generators
     from gdpo.train import train
 
     steps: list[dict[str, float]] = []

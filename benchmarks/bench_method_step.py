@@ -94,7 +94,7 @@ class Bench:
     def trial(self, method: str, round_index: int) -> dict:
         """One full step from the initial weights; returns phase timings and the tokens made."""
         from gdpo.train.build import build_optimizer
-        from gdpo.train.rollout import generate
+        from gdpo.rollout.hf import generate
         from gdpo.train.scoring import score_and_normalize
         from gdpo.train.update import UpdateBatch, update_policy
 

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from gdpo.cli import main
-from gdpo.compare import CompareError, compare, last_logged_step, method_list, run_state, seed_list
+from gdpo.reports.compare import CompareError, compare, last_logged_step, method_list, run_state, seed_list
 
 SMOKE = Path(__file__).resolve().parents[1] / "configs" / "smoke.yaml"
 STEPS = 3

@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gdpo.report import write_report
-from gdpo.report_data import ReportError, band, load_runs, moving_average
-from gdpo.report_stats import student_t_sf2, welch_test
+from gdpo.reports.report import write_report
+from gdpo.reports.data import ReportError, band, load_runs, moving_average
+from gdpo.reports.stats import student_t_sf2, welch_test
 
 STEPS = 10
 

@@ -7,14 +7,15 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import sys
 
 SUBCOMMANDS = {
     "train": ("gdpo.train.cli", "train a Hugging Face causal LM with GDPO/GRPO on several rewards"),
-    "compare": ("gdpo.compare", "run several methods x seeds on one config and write a report"),
+    "compare": ("gdpo.reports.compare", "run several methods x seeds on one config and write a report"),
     "score": ("gdpo.rewards.score_cli", "score a JSONL of completions with named rewards"),
     "eval": ("gdpo.eval.cli", "evaluate a model on a task with the paper's metrics"),
-    "collapse": ("gdpo.analysis_cli", "count distinct advantage groups per method (the collapse table + plot)"),
+    "collapse": ("gdpo.reports.collapse_cli", "count distinct advantage groups per method (the collapse table + plot)"),
 }
 
 

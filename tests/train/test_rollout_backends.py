@@ -13,11 +13,12 @@ import yaml
 
 from gdpo.cli import main
 from gdpo.models import build_tiny, load_model_and_tokenizer
-from gdpo.train import ConfigError, config_from_dict, generators, train
-from gdpo.train.generators import HFGenerator, check_backend
+from gdpo.rollout import backends as generators
+from gdpo.train import ConfigError, config_from_dict, train
+from gdpo.rollout.backends import HFGenerator, check_backend
 from gdpo.train.precision import compute_dtype
-from gdpo.train.rollout import generate, render_prompts
-from gdpo.train.vllm_io import (
+from gdpo.rollout.hf import generate, render_prompts
+from gdpo.rollout.vllm_io import (
     engine_dtype,
     engine_folder,
     policy_weights,

@@ -10,7 +10,7 @@ import yaml
 from gdpo.models import build_tiny, load_model_and_tokenizer
 from gdpo.train import config_from_dict, train
 from gdpo.train.build import autocast_for
-from gdpo.train.generators import HFGenerator
+from gdpo.rollout.backends import HFGenerator
 from gdpo.train.update import UpdateBatch, batched_logprobs
 
 SMOKE = Path(__file__).resolve().parents[2] / "configs" / "smoke.yaml"

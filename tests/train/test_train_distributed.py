@@ -15,7 +15,7 @@ from gdpo.rewards.reward_set import RewardSet
 from gdpo.train import dist
 from gdpo.train.build import lr_multiplier
 from gdpo.train.fsdp import full_model_state_all, full_parameters, shard_policy
-from gdpo.train.rollout import generate
+from gdpo.rollout.hf import generate
 from gdpo.train.scoring import score_and_normalize
 from gdpo.train.update import (
     UpdateBatch,

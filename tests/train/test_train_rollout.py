@@ -3,7 +3,7 @@
 import torch
 
 from gdpo.models import build_tiny
-from gdpo.train.rollout import (
+from gdpo.rollout.hf import (
     generate,
     render_prompts,
     response_mask,

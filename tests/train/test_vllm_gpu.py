@@ -43,7 +43,7 @@ def engine(tmp_path_factory):
     from gdpo.train import dist
     from gdpo.train.build import load_policy
     from gdpo.train.config import config_from_dict
-    from gdpo.train.rollout_vllm import VLLMGenerator
+    from gdpo.rollout.vllm_engine import VLLMGenerator
 
     cfg = config_from_dict(_config(tmp_path_factory.mktemp("engine")))
     device = torch.device("cuda:0")
@@ -58,7 +58,7 @@ def _rows(n=4):
 
 
 def test_rollout_tensors_are_consistent_and_scored_by_the_hf_policy(engine):
-    from gdpo.train.rollout import sequence_logprobs
+    from gdpo.rollout.hf import sequence_logprobs
 
     cfg, policy, gen = engine
     rollout = gen.generate(_rows(), step=1)
@@ -84,9 +84,9 @@ def test_pushed_weights_match_the_hf_policy(engine):
     """After changing the policy, vLLM's logprobs of its own samples equal the HF policy's."""
     from vllm import SamplingParams
 
-    from gdpo.train.rollout import render_prompts, sequence_logprobs
-    from gdpo.train.rollout_vllm import push_weights
-    from gdpo.train.vllm_io import policy_weights, rollout_from_samples
+    from gdpo.rollout.hf import render_prompts, sequence_logprobs
+    from gdpo.rollout.vllm_engine import push_weights
+    from gdpo.rollout.vllm_io import policy_weights, rollout_from_samples
 
     cfg, policy, gen = engine
     with torch.no_grad():

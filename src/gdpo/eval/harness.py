@@ -221,7 +221,7 @@ def run_batch(model: Any, tokenizer: Any, reward_set: Any, domain: str, rows: li
     """Generate ``samples`` completions for each prompt in ``indices``, score them -> one record each."""
     import torch
 
-    from gdpo.train.rollout import generate
+    from gdpo.rollout.hf import generate
 
     torch.manual_seed(settings.seed + indices[0])  # a resumed run samples the same as an uninterrupted one
     chosen = [rows[i] for i in indices]

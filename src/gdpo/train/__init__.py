@@ -6,6 +6,16 @@
 """
 
 from gdpo.train.config import ConfigError, TrainConfig, config_from_dict, load_config
-from gdpo.train.loop import TrainResult, train
+
+
+def __getattr__(name: str):
+    # The loop is imported on first use, so that modules the loop itself imports (the rollout
+    # backends, gdpo.train.fsdp, ...) can be imported without pulling the whole trainer in.
+    if name in ("TrainResult", "train"):
+        from gdpo.train import loop
+
+        return getattr(loop, name)
+    raise AttributeError(f"module 'gdpo.train' has no attribute {name!r}")
+
 
 __all__ = ["ConfigError", "TrainConfig", "TrainResult", "config_from_dict", "load_config", "train"]

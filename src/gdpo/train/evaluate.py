@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from gdpo.rewards.reward_set import RewardSet
-from gdpo.train.rollout import generate
+from gdpo.rollout.hf import generate
 from gdpo.train.scoring import reward_columns
 
 

@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,20 +26,10 @@ from gdpo.train.build import (
 from gdpo.train.config import TrainConfig, config_from_dict, config_to_dict, load_config
 from gdpo.train.fsdp import full_parameters
 from gdpo.train.metrics import advantage_metrics, length_metrics, reward_metrics
-from gdpo.train.rollout import Rollout
+from gdpo.rollout.hf import Rollout
 from gdpo.train.scoring import ScoredBatch, score_and_normalize
-from gdpo.train.session import Session, open_session
+from gdpo.train.session import Session, TrainResult, open_session
 from gdpo.train.update import UpdateBatch, batched_logprobs, update_policy
-
-
-@dataclass
-class TrainResult:
-    """What a run produced."""
-
-    output_dir: Path
-    steps_done: int  # last step completed (counting steps before a resume)
-    history: list[dict[str, Any]] = field(default_factory=list)  # this process's metrics per step
-    final_model_dir: Path | None = None
 
 
 def as_config(config: TrainConfig | dict | str | Path | None, overrides: list[str] | None = None) -> TrainConfig:
@@ -74,7 +63,7 @@ def _run(cfg: TrainConfig, info: dist.DistInfo, resume: bool) -> TrainResult:
         t0 = time.perf_counter()
         rows = s.prompts_for_step()
         with full_parameters(s.policy.core):  # FSDP: gathered, so ranks may sample different lengths
-            rollout = s.generator.generate(rows, step)  # gdpo.train.generators
+            rollout = s.generator.generate(rows, step)  # gdpo.rollout.backends
         t_gen = time.perf_counter() - t0
         scored = score_and_normalize(s.rewards, rollout.completions, rollout.rows, rollout.lengths.numpy(),
                                      cfg.rollout.num_generations, method=cfg.method,

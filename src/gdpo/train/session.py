@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,12 +26,22 @@ from gdpo.train.build import (
 )
 from gdpo.train.config import TrainConfig, config_to_dict
 from gdpo.train.fsdp import full_parameters, is_sharded, save_pretrained_full
-from gdpo.train.generators import Generator, check_backend, make_generator
+from gdpo.rollout.backends import Generator, check_backend, make_generator
 from gdpo.train.logging import RunLogger, truncate_jsonl
 from gdpo.train.progress import Progress
 from gdpo.train.sampler import PromptSampler
 
 JSONL_OUTPUTS = ("metrics.jsonl", "samples.jsonl", "eval.jsonl")
+
+
+@dataclass
+class TrainResult:
+    """What a run produced."""
+
+    output_dir: Path
+    steps_done: int  # last step completed (counting steps before a resume)
+    history: list[dict[str, Any]] = field(default_factory=list)  # this process's metrics per step
+    final_model_dir: Path | None = None
 
 
 @dataclass
@@ -106,9 +116,7 @@ class Session:
                              world_size=self.info.world_size, keep_last=self.cfg.checkpoint.keep_last,
                              barrier=lambda: dist.barrier(self.info))
 
-    def finish(self, history: list[dict[str, Any]]):
-        from gdpo.train.loop import TrainResult
-
+    def finish(self, history: list[dict[str, Any]]) -> TrainResult:
         self.progress.close()
         self.logger.close()
         final = None

@@ -18,7 +18,7 @@ import torch
 
 from gdpo.train import dist
 from gdpo.train.loss import loss_denominator, policy_loss
-from gdpo.train.rollout import sequence_logprobs
+from gdpo.rollout.hf import sequence_logprobs
 
 
 @dataclass

@@ -7,6 +7,7 @@ Nothing here trains or plots.
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +16,14 @@ from typing import Any
 import numpy as np
 
 from gdpo.jsonio import read_jsonl
+
+MANIFEST = "compare.json"  # what `gdpo compare` was asked for, and each invocation's wall time
+
+
+def read_manifest(output_dir: Path) -> dict[str, Any]:
+    """``compare.json`` of an output dir ({} when absent)."""
+    path = Path(output_dir) / MANIFEST
+    return json.loads(path.read_text()) if path.is_file() else {}
 
 SEED_DIR = re.compile(r"^seed(\d+)$")
 REWARD_MEAN = re.compile(r"^rewards/(.+)/mean$")

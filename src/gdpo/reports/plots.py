@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gdpo.report_data import (Band, RunData, SeedScores, band, methods_of, runs_of)
+from gdpo.reports.data import (Band, RunData, SeedScores, band, methods_of, runs_of)
 
 # Fixed colours for the estimators people compare most; others take the next free colour.
 KNOWN_COLOURS = {

@@ -37,7 +37,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-MANIFEST = "compare.json"  # what was asked for, and each invocation's wall time
+from gdpo.reports.data import MANIFEST, read_manifest
+
 BASE_CONFIG = "base_config.yaml"  # the resolved config every run starts from
 
 
@@ -195,12 +196,6 @@ def write_base_config(output_dir: Path, base: dict[str, Any]) -> Path:
     return path
 
 
-def read_manifest(output_dir: Path) -> dict[str, Any]:
-    """``compare.json`` of an output dir ({} when absent)."""
-    path = Path(output_dir) / MANIFEST
-    return json.loads(path.read_text()) if path.is_file() else {}
-
-
 def machine_description() -> str:
     """CPU count, platform and (when present) GPU: where the numbers were measured."""
     parts = [f"{os.cpu_count()} CPU cores", platform.platform(terse=True), f"Python {platform.python_version()}"]
@@ -331,7 +326,7 @@ def compare(config: str | Path | dict | None, methods: str | Sequence[str], seed
         raise CompareError(f"--report-only: {output_dir} does not exist; give the --output-dir of an earlier compare")
     elif note:
         update_manifest(output_dir, note=note)
-    from gdpo.report import write_report
+    from gdpo.reports.report import write_report
 
     files = write_report(output_dir, report_dir)
     result = ComparisonResult(output_dir, report_dir, outcomes, files, time.perf_counter() - t0)
@@ -380,7 +375,7 @@ def command_text(args: argparse.Namespace) -> str:
 
 def run(args: argparse.Namespace) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from gdpo.report_data import ReportError
+    from gdpo.reports.data import ReportError
     from gdpo.train.config import ConfigError
 
     command = command_text(args)

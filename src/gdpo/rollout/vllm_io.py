@@ -19,7 +19,7 @@ import torch
 
 from gdpo.train.config import TrainConfig
 from gdpo.train.config_io import ConfigError
-from gdpo.train.rollout import Rollout, response_mask
+from gdpo.rollout.hf import Rollout, response_mask
 
 
 def engine_folder(cfg: TrainConfig, rank: int) -> Path:

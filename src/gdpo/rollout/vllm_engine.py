@@ -9,7 +9,7 @@ the process group torchrun set up). Per rollout:
     sample G completions per prompt: n=G, the run's temperature / top_p / top_k /
         max_new_tokens, a seed per prompt derived from (seed, rank, step)
     put the engine to sleep (if rollout.vllm_sleep): weights to CPU RAM, KV cache freed
-    -> a Rollout padded and masked exactly like the HF path's (gdpo.train.vllm_io)
+    -> a Rollout padded and masked exactly like the HF path's (gdpo.rollout.vllm_io)
 
 The weights pushed before a rollout are those after the previous step's last optimizer
 step, so every rollout samples from the current policy. The loss never uses vLLM's
@@ -32,8 +32,8 @@ from gdpo.train import dist
 from gdpo.train.checkpoint import rng_state, set_rng_state
 from gdpo.train.config import TrainConfig
 from gdpo.train.precision import compute_dtype
-from gdpo.train.rollout import Rollout, render_prompts
-from gdpo.train.vllm_io import (
+from gdpo.rollout.hf import Rollout, render_prompts
+from gdpo.rollout.vllm_io import (
     engine_dtype,
     engine_folder,
     policy_weights,

@@ -21,12 +21,12 @@ from typing import Any
 
 import numpy as np
 
-from gdpo.report_data import (ReportError, RunData, SeedScores, default_window, has_eval, load_runs,
+from gdpo.reports.data import (ReportError, read_manifest, RunData, SeedScores, default_window, has_eval, load_runs,
                               mean_over_training, method_scores, methods_of, reward_names, runs_of, score_source,
                               training_area)
-from gdpo.report_plots import plot_curves, plot_scores
+from gdpo.reports.plots import plot_curves, plot_scores
 from gdpo.jsonio import write_text_atomic
-from gdpo.report_stats import ALPHA, Verdict, choose_baseline, verdict
+from gdpo.reports.stats import ALPHA, Verdict, choose_baseline, verdict
 
 __all__ = ["ReportError", "ReportData", "build_report", "write_report", "to_markdown", "to_html"]
 
@@ -109,8 +109,6 @@ class ReportData:
 
 def compute_report_data(output_dir: Path, alpha: float = ALPHA) -> ReportData:
     """Load the runs and compute scores and verdicts."""
-    from gdpo.compare import read_manifest
-
     manifest = read_manifest(output_dir)
     runs = load_runs(output_dir, manifest.get("methods"))
     methods, rewards = methods_of(runs), reward_names(runs)

@@ -3,8 +3,8 @@
     generator = make_generator(cfg, info, policy, device)   # in open_session
     rollout = generator.generate(rows, step)                # each step of the loop
 
-* ``hf`` (:class:`HFGenerator`): HF ``generate`` on the policy itself (:func:`gdpo.train.rollout.generate`).
-* ``vllm`` (:class:`gdpo.train.rollout_vllm.VLLMGenerator`): a colocated vLLM engine on this
+* ``hf`` (:class:`HFGenerator`): HF ``generate`` on the policy itself (:func:`gdpo.rollout.hf.generate`).
+* ``vllm`` (:class:`gdpo.rollout.vllm_engine.VLLMGenerator`): a colocated vLLM engine on this
   process's GPU, imported only when selected. :func:`check_backend` runs before any model is
   loaded, so a machine without vLLM or CUDA fails at once with the fix in the message.
 """
@@ -21,7 +21,7 @@ import torch
 from gdpo.train import dist
 from gdpo.train.config import TrainConfig
 from gdpo.train.config_io import ConfigError
-from gdpo.train.rollout import Rollout, generate
+from gdpo.rollout.hf import Rollout, generate
 
 
 class Generator(Protocol):
@@ -67,6 +67,6 @@ def make_generator(cfg: TrainConfig, info: dist.DistInfo, policy, device: torch.
     """The run's rollout backend (call :func:`check_backend` first, before loading models)."""
     if cfg.rollout.backend == "hf":
         return HFGenerator(cfg, policy, autocast)
-    from gdpo.train.rollout_vllm import VLLMGenerator  # vllm is imported only here
+    from gdpo.rollout.vllm_engine import VLLMGenerator  # vllm is imported only here
 
     return VLLMGenerator(cfg, info, policy, device)
