@@ -1,5 +1,8 @@
 """Multi-reward advantage estimators: GRPO, GRPO w/o std, GDPO and their ablations.
 
+The registry of every estimator lives here; GDPO's successors (GD²PO, SAW) are defined in
+:mod:`gdpo.advantages_successors` and registered into it when this module is imported.
+
 Pure math: plain arrays in, arrays out. No transformers, no distributed code, no IO.
 
 Shape vocabulary: B prompts, G rollouts per prompt (a *group*), K reward components,
@@ -27,7 +30,7 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
@@ -251,24 +254,28 @@ class Estimator:
     options: dict[str, Any]  # option name -> default
     description: str
     group_level: dict[str, Any]  # options that leave out batch-wide steps (collapse analysis)
+    check: Callable[[dict[str, Any], int], None] | None = None  # validates option values (see below)
 
 
 _ESTIMATORS: dict[str, Estimator] = {}
 
 
-def register_estimator(name: str, *, options: dict[str, Any], group_level: dict[str, Any] | None = None):
+def register_estimator(name: str, *, options: dict[str, Any], group_level: dict[str, Any] | None = None,
+                       check: Callable[[dict[str, Any], int], None] | None = None):
     """Decorator: register ``fn(rewards[N,K], groups, weights[K], **options) -> [N]`` as ``name``.
 
     ``options`` maps every option the estimator accepts to its default; unknown options are
     rejected by :func:`compute_advantages`. ``group_level`` are the option values that drop
-    batch-wide steps (used by :mod:`gdpo.analysis`). Registering a name twice is an error.
+    batch-wide steps (used by :mod:`gdpo.analysis`). ``check(options, num_rewards)`` raises
+    ValueError naming a bad option value (run by :func:`check_options`, which
+    :func:`compute_advantages` calls). Registering a name twice is an error.
     """
 
     def decorate(fn: Callable[..., np.ndarray]) -> Callable[..., np.ndarray]:
         if name in _ESTIMATORS:
             raise ValueError(f"advantage estimator {name!r} is already registered; pick another name")
         doc = (fn.__doc__ or "").strip().split("\n")[0]
-        _ESTIMATORS[name] = Estimator(fn, dict(options), doc, dict(group_level or {}))
+        _ESTIMATORS[name] = Estimator(fn, dict(options), doc, dict(group_level or {}), check)
         return fn
 
     return decorate
@@ -284,6 +291,25 @@ def get_estimator(name: str) -> Estimator:
         hint = f" Did you mean {' or '.join(map(repr, close))}?" if close else ""
         raise ValueError(f"unknown advantage method {name!r}.{hint} Valid methods: {', '.join(estimator_names())}")
     return _ESTIMATORS[name]
+
+
+def check_options(method: str, options: dict[str, Any], num_rewards: int | None = None) -> None:
+    """Refuse unknown option names and bad option values of ``method`` before any data exists.
+
+    ``num_rewards`` (K) lets options sized by the reward count (SAW's ``offsets``) be checked
+    too; None skips those checks. Raises TypeError (unknown name) or ValueError (bad value),
+    each naming the option, the value and the fix. Config validation can call this early.
+    """
+    est = get_estimator(method)
+    unknown = sorted(set(options) - set(est.options))
+    if unknown:
+        raise TypeError(
+            f"unknown option(s) {unknown} for method {method!r}; valid options: {sorted(est.options) or 'none'}"
+        )
+    if "eps" in options:
+        _check_eps(options["eps"])
+    if est.check is not None:
+        est.check(dict(options), num_rewards)
 
 
 def _weighted_sum(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -348,21 +374,43 @@ def gdpo(rewards, groups, weights, *, eps=DEFAULT_EPS, leave_one_out=False, batc
     Options: ``batch_norm=False`` drops the batch step (ablation), ``per_reward_std=False``
     only centers each reward, ``lengths`` [N] makes the batch step token-weighted (verl).
     """
-    if groups.uniform_contiguous and not leave_one_out and not np.isnan(rewards).any():
-        # Fast path: stay in the [K, G, B] layout and sum over K there.
-        size = int(groups.sizes[0])
-        per_reward = _normalize_kgb(_to_kgb(rewards, size), scale=per_reward_std, eps=eps)  # [K, G, B]
-        bound = np.sqrt(size) if per_reward_std else None
-        summed = _cancel_rounding_noise(per_reward, weights, bound).T.reshape(-1)  # [G, B] -> [N]
-    else:
-        per_reward = group_normalize(rewards, groups, scale=per_reward_std, eps=eps,
-                                     leave_one_out=leave_one_out)  # [N, K]
-        bound = np.sqrt(groups.sizes.max()) if per_reward_std and groups.num_groups else None
-        summed = _cancel_rounding_noise(per_reward.T, weights, bound)  # [N]
+    scores = per_reward_scores(rewards, groups, eps=eps, scale=per_reward_std, leave_one_out=leave_one_out)
+    summed = scores.to_samples(_cancel_rounding_noise(scores.values, weights, scores.bound))  # [N]
     active = _any_applicable(rewards)
     if not batch_norm:
         return np.where(active, summed, 0.0)
     return batch_normalize(summed, active, eps=eps, lengths=lengths)
+
+
+class PerRewardScores(NamedTuple):
+    """Each reward's per-group z-scores (GDPO's A_k before the sum), in the layout computed.
+
+    ``values`` is [K, G, B] when ``fast`` (contiguous groups of equal size G, B groups, no
+    NaN) and [K, N] in sample order otherwise; it is the caller's scratch. ``to_samples``
+    turns one per-sample slice ([G, B] or [N]) into [N] sample order. ``bound`` is a bound on
+    every |value| (sqrt of the largest group size) when the values are z-scores, else None.
+    """
+
+    values: np.ndarray  # [K, G, B] (fast) or [K, N]
+    fast: bool
+    bound: float | None
+
+    def to_samples(self, x: np.ndarray) -> np.ndarray:
+        """[G, B] (fast) or [N] -> [N] in sample order."""
+        return x.T.reshape(-1) if self.fast else x
+
+
+def per_reward_scores(rewards: np.ndarray, groups: GroupIndex, *, eps: float = DEFAULT_EPS, scale: bool = True,
+                      leave_one_out: bool = False) -> PerRewardScores:
+    """A_k of every reward column of ``rewards`` [N, K] exactly as GDPO computes them (see module doc)."""
+    if groups.uniform_contiguous and not leave_one_out and not np.isnan(rewards).any():
+        # Fast path: stay in the [K, G, B] layout (reductions over G run on contiguous B rows).
+        size = int(groups.sizes[0])
+        values = _normalize_kgb(_to_kgb(rewards, size), scale=scale, eps=eps)  # [K, G, B]
+        return PerRewardScores(values, True, float(np.sqrt(size)) if scale else None)
+    per_reward = group_normalize(rewards, groups, scale=scale, eps=eps, leave_one_out=leave_one_out)  # [N, K]
+    bound = float(np.sqrt(groups.sizes.max())) if scale and groups.num_groups else None
+    return PerRewardScores(per_reward.T, False, bound)
 
 
 def _cancel_rounding_noise(per_reward: np.ndarray, weights: np.ndarray, bound: float | None) -> np.ndarray:
@@ -455,20 +503,14 @@ def compute_advantages(rewards, group_ids, method: str = "gdpo", weights=None, *
     array([-0.7071,  0.7071, -0.7071,  0.7071])
     """
     est = get_estimator(method)
-    unknown = sorted(set(options) - set(est.options))
-    if unknown:
-        raise TypeError(
-            f"unknown option(s) {unknown} for method {method!r}; valid options: {sorted(est.options) or 'none'}"
-        )
     values, restore = _to_numpy(rewards)
     values = _check_rewards(values)
     n, k = values.shape
+    check_options(method, options, k)
     groups = GroupIndex.from_ids(_check_group_ids(group_ids, n))
     w = _check_weights(weights, k)
     if "lengths" in options and options["lengths"] is not None:
         options = dict(options, lengths=_check_lengths(options["lengths"], n))
-    if "eps" in options:
-        _check_eps(options["eps"])
     out = est.fn(values, groups, w, **options)  # [N] float64
     return restore(out)
 
@@ -574,3 +616,8 @@ def _check_lengths(lengths, n: int) -> np.ndarray:
 def _check_eps(eps) -> None:
     if not isinstance(eps, (int, float)) or not np.isfinite(eps) or eps < 0:
         raise ValueError(f"eps must be a finite number >= 0, got {eps!r}")
+
+
+# The 2026 successors (GD²PO, SAW) register themselves into the same registry; imported last
+# because that module builds on the helpers above.
+from gdpo import advantages_successors as _successors  # noqa: E402,F401
