@@ -30,3 +30,17 @@ def test_table_compares_first_and_last_five_steps(tmp_path):
 def test_empty_run_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="has no steps"):
         summarize_run(tmp_path)
+
+
+def test_the_weighted_total_is_not_a_reward_row(tmp_path):
+    # the trainer logs rewards/total/* beside the components; the table lists components only,
+    # the same names the compare report uses (one reader: gdpo.train.metrics.reward_components)
+    from gdpo.reports.data import RunData, reward_names as report_reward_names
+
+    rows = [{"step": s, "rewards/a/mean": 0.5, "rewards/total/mean": 1.5, "rewards/multi_signal_frac": 0.0}
+            for s in (1, 2)]
+    (tmp_path / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    summary = summarize_run(tmp_path)
+    assert "| a |" in summary.table and "| total |" not in summary.table
+    run = RunData(method="gdpo", seed=0, path=tmp_path, metrics=rows, evals=[])
+    assert report_reward_names([run]) == ["a"]

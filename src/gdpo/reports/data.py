@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from gdpo.jsonio import read_jsonl
+from gdpo.train.metrics import reward_components
 
 MANIFEST = "compare.json"  # what `gdpo compare` was asked for, and each invocation's wall time
 
@@ -26,7 +27,6 @@ def read_manifest(output_dir: Path) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 SEED_DIR = re.compile(r"^seed(\d+)$")
-REWARD_MEAN = re.compile(r"^rewards/(.+)/mean$")
 
 
 class ReportError(ValueError):
@@ -142,12 +142,7 @@ def runs_of(runs: list[RunData], method: str) -> list[RunData]:
 
 def reward_names(runs: list[RunData]) -> list[str]:
     """Reward components logged as ``rewards/<name>/mean`` (the weighted ``total`` left out)."""
-    names: dict[str, None] = {}
-    for key in runs[0].metrics[0]:
-        match = REWARD_MEAN.match(key)
-        if match and match.group(1) != "total":
-            names[match.group(1)] = None
-    return list(names)
+    return reward_components(runs[0].metrics[0])
 
 
 def has_eval(runs: list[RunData], reward: str) -> bool:

@@ -12,6 +12,20 @@ import numpy as np
 from gdpo.analysis import distinct_values_per_group, multi_reward_signal_fraction, zero_spread_fraction
 
 
+TOTAL = "total"  # rewards/total/* is the weighted sum, not a reward component
+
+
+def reward_components(keys) -> list[str]:
+    """The reward names in a metrics row's keys (``rewards/<name>/mean``), in logged order,
+    without the weighted ``total``: the one reader of the key format :func:`reward_metrics` writes.
+
+    >>> reward_components(["rewards/fmt/mean", "rewards/fmt/std", "rewards/total/mean", "rewards/a/b/mean", "kl"])
+    ['fmt', 'a/b']
+    """
+    names = [k[len("rewards/"):-len("/mean")] for k in keys if k.startswith("rewards/") and k.endswith("/mean")]
+    return [n for n in names if n != TOTAL]
+
+
 def reward_metrics(values: np.ndarray, names: list[str], weights: np.ndarray, group_ids: np.ndarray,
                    errors: dict[str, int] | None = None) -> dict[str, float]:
     """``rewards/<name>/{mean,std,zero_std_frac,errors}``, ``rewards/total/*`` and
@@ -26,9 +40,9 @@ def reward_metrics(values: np.ndarray, names: list[str], weights: np.ndarray, gr
         out[f"rewards/{name}/zero_std_frac"] = float(zero[k])
         out[f"rewards/{name}/errors"] = float((errors or {}).get(name, 0))
     total = np.where(np.isnan(values), 0.0, values) @ weights  # [N]
-    out["rewards/total/mean"] = float(total.mean())
-    out["rewards/total/std"] = float(total.std())
-    out["rewards/total/zero_std_frac"] = float(zero_spread_fraction(total[:, None], group_ids)[0])
+    out[f"rewards/{TOTAL}/mean"] = float(total.mean())
+    out[f"rewards/{TOTAL}/std"] = float(total.std())
+    out[f"rewards/{TOTAL}/zero_std_frac"] = float(zero_spread_fraction(total[:, None], group_ids)[0])
     out["rewards/multi_signal_frac"] = multi_reward_signal_fraction(values, group_ids)  # >= 2 rewards vary
     return out
 

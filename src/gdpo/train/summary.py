@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from gdpo.jsonio import read_jsonl, write_text_atomic
+from gdpo.train.metrics import reward_components
 
 WINDOW = 5  # steps averaged at the start and at the end of the run
 
@@ -29,8 +30,8 @@ class RunSummary:
 
 
 def reward_names(rows: list[dict]) -> list[str]:
-    keys = rows[0] if rows else {}
-    return [k.split("/")[1] for k in keys if k.startswith("rewards/") and k.endswith("/mean")]
+    """The run's reward components (the weighted total is not one of them)."""
+    return reward_components(rows[0] if rows else {})
 
 
 def summarize_run(run_dir: str | Path) -> RunSummary:
@@ -94,7 +95,7 @@ def plot_curves(rows: list[dict], evals: list[dict], path: Path) -> Path | None:
         import matplotlib.pyplot as plt
     except ImportError:  # pragma: no cover - matplotlib is a core dependency
         return None
-    names = reward_names(rows)
+    names = reward_names(rows) + (["total"] if rows and "rewards/total/mean" in rows[0] else [])
     fig, axes = plt.subplots(1, len(names), figsize=(3.6 * len(names), 3.2), squeeze=False)
     steps = np.array([r["step"] for r in rows])
     for ax, name in zip(axes[0], names):
