@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 
 from gdpo.analysis import CollapseTable, collapse_table
-from gdpo.jsonio import write_text_atomic
+from gdpo.jsonio import atomic_path, write_text_atomic
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -73,8 +72,7 @@ def plot_table(table: CollapseTable, path: Path) -> Path:
         ax.legend(loc="upper left")
     fig.suptitle("Advantage resolution: distinct advantage groups over all binary reward assignments")
     fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=110)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
-    os.replace(tmp, path)
     return path

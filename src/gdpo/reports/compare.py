@@ -37,6 +37,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from gdpo.jsonio import write_text_atomic
 from gdpo.reports.data import MANIFEST, read_manifest
 
 BASE_CONFIG = "base_config.yaml"  # the resolved config every run starts from
@@ -228,9 +229,7 @@ def update_manifest(output_dir: Path, methods: list[str] | None = None, seeds: l
         manifest.setdefault("invocations", []).append(invocation)
     if note and note not in manifest.get("notes", []):
         manifest.setdefault("notes", []).append(note)
-    tmp = output_dir / (MANIFEST + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=1))
-    os.replace(tmp, output_dir / MANIFEST)
+    write_text_atomic(output_dir / MANIFEST, json.dumps(manifest, indent=1))
 
 
 # ---------------------------------------------------------------- running

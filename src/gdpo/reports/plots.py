@@ -6,11 +6,11 @@ seeds and a shaded min-max band over seeds, readable fonts and one panel per rew
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 
+from gdpo.jsonio import atomic_path
 from gdpo.reports.data import (Band, RunData, SeedScores, band, methods_of, runs_of)
 
 # Fixed colours for the estimators people compare most; others take the next free colour.
@@ -58,10 +58,9 @@ def _panels(plt, count: int, width: float = 4.6, height: float = 3.6):
 def _save(fig, plt, path: Path, header_in: float = 0.0) -> Path:
     """Lay out (leaving ``header_in`` inches on top for title and legend) and write atomically."""
     fig.tight_layout(rect=(0, 0, 1, 1 - header_in / fig.get_figheight()))
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=110)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
-    os.replace(tmp, path)
     return path
 
 

@@ -7,14 +7,13 @@ that another process wrote: ``python -m gdpo.train.summary RUN_DIR``.
 from __future__ import annotations
 
 import math
-import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from gdpo.jsonio import read_jsonl, write_text_atomic
+from gdpo.jsonio import atomic_path, read_jsonl, write_text_atomic
 from gdpo.train.metrics import reward_components
 
 WINDOW = 5  # steps averaged at the start and at the end of the run
@@ -113,10 +112,9 @@ def plot_curves(rows: list[dict], evals: list[dict], path: Path) -> Path | None:
     axes[0][0].set_ylabel("reward mean")
     axes[0][0].legend(fontsize=8)
     fig.tight_layout()
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=100)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
     plt.close(fig)
-    os.replace(tmp, path)
     return path
 
 
