@@ -6,7 +6,7 @@ from itertools import product
 import numpy as np
 import pytest
 
-from gdpo import compute_advantages
+from gdpo import compute_advantages, get_estimator
 from gdpo.analysis import (
     collapse_table,
     count_multisets,
@@ -17,9 +17,9 @@ from gdpo.analysis import (
 from gdpo.cli import main
 
 
-def brute_force_count(method: str, k: int, g: int) -> int:
-    """Enumerate all 2^(K*G) assignments directly (only for tiny K, G)."""
-    options = {"batch_norm": False} if method.startswith("gdpo") else {}
+def brute_force_count(method: str, k: int, g: int, **extra) -> int:
+    """Enumerate all 2^(K*G) assignments directly (only for tiny K, G), one group at a time."""
+    options = {**extra, **get_estimator(method).group_level}  # e.g. gdpo: batch_norm=False
     seen = set()
     for bits in product((0.0, 1.0), repeat=k * g):
         rewards = np.array(bits).reshape(g, k)
@@ -28,10 +28,47 @@ def brute_force_count(method: str, k: int, g: int) -> int:
     return len(seen)
 
 
-@pytest.mark.parametrize("method", ["grpo", "grpo_no_std", "gdpo"])
+@pytest.mark.parametrize("method", ["grpo", "grpo_no_std", "gdpo", "gd2po", "saw_gdpo", "saw_grpo"])
 @pytest.mark.parametrize("k, g", [(1, 3), (2, 2), (2, 3), (2, 4), (3, 3)])
 def test_multiset_enumeration_equals_brute_force(method, k, g):
     assert distinct_advantage_groups(method, k, g) == brute_force_count(method, k, g)
+
+
+@pytest.mark.parametrize("tau", [0.3, 0.8])
+def test_gd2po_snr_counts_equal_brute_force(tau):
+    options = {"variant": "snr", "tau": tau}
+    for k, g in [(2, 3), (3, 3)]:
+        assert distinct_advantage_groups("gd2po", k, g, options=options) == brute_force_count("gd2po", k, g, **options)
+
+
+def test_successor_counts_by_hand():
+    # K = 2, G = 2: rollout pairs with reward vectors u, v. GD²PO's group step (no batch step):
+    #   a reward differs in one pair -> (-S, S)       e.g. ((0,0), (1,0))
+    #   both rewards differ the same way -> (-2S, 2S)   ((0,0), (1,1))
+    #   both differ oppositely -> conflict, both dropped -> (0, 0), as no difference at all
+    # -> 3 vectors, GDPO's too (GDPO sums the opposite case to 0).
+    assert distinct_advantage_groups("gd2po", 2, 2) == 3
+    # K = 2, G = 3: GDPO has 6; GD²PO 8: a conflict drops samples and the consensus c_g
+    # rescales what is left, e.g. ((1,0), (0,1), (0,0)): the last sample alone is kept with
+    # a = (-B, -B), c = 1/3 -> (0, 0, -2B/3), a vector GDPO never produces.
+    assert distinct_advantage_groups("gdpo", 2, 3) == 6
+    assert distinct_advantage_groups("gd2po", 2, 3) == 8
+    b = 1 / np.sqrt(3)
+    group = np.array([[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]])
+    out = compute_advantages(group, [0, 0, 0], "gd2po", batch_norm=False, eps=0.0)
+    np.testing.assert_allclose(out, [0.0, 0.0, -2 * b / 3], atol=1e-12)
+    gdpo_vectors = {tuple(sorted(np.round(compute_advantages(np.array(bits).reshape(3, 2), [0, 0, 0], "gdpo_no_bn"),
+                                          4) + 0.0)) for bits in product((0.0, 1.0), repeat=6)}
+    assert len(gdpo_vectors) == 6 and tuple(sorted(np.round(out, 4) + 0.0)) not in gdpo_vectors
+    # SAW's group-level step holds its adaptive weights at the equal weights: GDPO / GRPO.
+    for g in (2, 4, 8):
+        assert distinct_advantage_groups("saw_gdpo", 2, g) == distinct_advantage_groups("gdpo", 2, g)
+        assert distinct_advantage_groups("saw_grpo", 2, g) == distinct_advantage_groups("grpo", 2, g)
+
+
+def test_group_level_options_cannot_be_overridden():
+    with pytest.raises(ValueError, match="fixed.*group-level"):
+        distinct_advantage_groups("saw_grpo", 2, 3, options={"adaptive": True})
 
 
 def test_paper_two_rollout_example_counts():

@@ -11,7 +11,14 @@ order of its rollouts, so it suffices to enumerate *multisets* of G rollout type
 all 2^(K*G) assignments. A rollout's type is its reward vector in {0,1}^K; for methods that
 only see the (equally weighted) sum of rewards, the sum 0..K is enough. Every multiset becomes
 one group of one big batch, and the real estimator (:func:`gdpo.compute_advantages`) scores
-them all in a single vectorized call.
+them all in a single vectorized call, with the estimator's ``group_level`` options (those
+that leave out its batch-wide parts).
+
+What is counted for GDPO's successors: ``gd2po`` without its batch step (so its conflict
+filter and group consensus, both functions of one group, are in); ``saw_gdpo`` / ``saw_grpo``
+without their batch-level parts, i.e. with SAW's adaptive weights held at the given (equal)
+weights and, for ``saw_gdpo``, without the batch step: per group they are then GDPO's and
+GRPO's group steps, and count the same.
 
 Also here: live diagnostics for training logs (distinct advantage values per group, share of
 groups where a reward has zero spread).
@@ -27,7 +34,9 @@ import numpy as np
 
 from gdpo.advantages import GroupIndex, compute_advantages, get_estimator, group_spread
 
-SUM_ONLY_METHODS = frozenset({"grpo", "grpo_no_std"})  # see only the sum of (equal-weight) rewards
+# See only the sum of (equal-weight) rewards in their group-level step (saw_grpo: with its
+# adaptive weights held at the equal weights, as group_level does).
+SUM_ONLY_METHODS = frozenset({"grpo", "grpo_no_std", "saw_grpo"})
 MAX_MULTISETS = 5_000_000  # guard: beyond this the enumeration would take minutes
 
 
@@ -44,7 +53,8 @@ def count_multisets(num_types: int, num_rollouts: int) -> int:
     return comb(num_rollouts + num_types - 1, num_rollouts)
 
 
-def distinct_advantage_groups(method: str, num_rewards: int, num_rollouts: int, decimals: int = 4) -> int:
+def distinct_advantage_groups(method: str, num_rewards: int, num_rollouts: int, decimals: int = 4,
+                              options: dict | None = None) -> int:
     """Distinct group advantage vectors of ``method`` over all binary reward assignments.
 
     Args:
@@ -52,6 +62,8 @@ def distinct_advantage_groups(method: str, num_rewards: int, num_rollouts: int, 
         num_rewards: K >= 1 binary rewards.
         num_rollouts: G >= 1 rollouts per group.
         decimals: rounding before comparing (the paper's convention: 4).
+        options: further estimator options (e.g. ``{"variant": "snr", "tau": 0.5}`` for
+            gd2po); the ``group_level`` ones cannot be overridden.
 
     >>> distinct_advantage_groups("grpo", 2, 2), distinct_advantage_groups("gdpo", 2, 2)
     (2, 3)
@@ -60,6 +72,11 @@ def distinct_advantage_groups(method: str, num_rewards: int, num_rollouts: int, 
         if not isinstance(value, (int, np.integer)) or value < 1:
             raise ValueError(f"{label} must be a positive integer, got {value!r}")
     estimator = get_estimator(method)
+    fixed = sorted(set(options or {}) & set(estimator.group_level))
+    if fixed:
+        raise ValueError(f"option(s) {fixed} of {method!r} are fixed to {estimator.group_level} in the collapse "
+                         "analysis (it counts the group-level step); leave them out")
+    run_options = {**(options or {}), **estimator.group_level}
     types = rollout_types(method, num_rewards)  # [T, K]
     total = count_multisets(len(types), num_rollouts)
     if total > MAX_MULTISETS:
@@ -70,7 +87,7 @@ def distinct_advantage_groups(method: str, num_rewards: int, num_rollouts: int, 
     members = _multisets(len(types), num_rollouts)  # [M, G] type indices
     rewards = types[members.reshape(-1)]  # [M*G, K]
     group_ids = np.repeat(np.arange(members.shape[0]), num_rollouts)  # [M*G]
-    adv = compute_advantages(rewards, group_ids, method=method, **estimator.group_level)  # [M*G]
+    adv = compute_advantages(rewards, group_ids, method=method, **run_options)  # [M*G]
     vectors = np.sort(np.round(adv.reshape(-1, num_rollouts), decimals) + 0.0, axis=1)  # +0.0: -0 -> 0
     return int(np.unique(vectors, axis=0).shape[0])
 
