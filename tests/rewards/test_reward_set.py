@@ -87,12 +87,15 @@ def test_missing_column_is_a_clear_error():
     "config, match",
     [
         ([], "at least one reward"),
-        ([{"name": "a", "wieght": 1}], r"unknown key\(s\) \['wieght'\]"),
+        ([{"name": "a", "wieght": 1}], r"rewards\[0\]\.wieght = 1: not a key of a reward entry\. Did you mean 'weight'\?"),
         ([{"weight": 1}], "missing 'name'"),
-        ([{"name": "test_reward_set:is_upper", "condition": "x"}], "condition must look like"),
-        ([{"name": "test_reward_set:is_upper", "condition": {"on": "other"}}], "not in this reward set"),
-        ([{"name": "test_reward_set:is_upper", "weight": -1}], "weight must be a finite number >= 0"),
+        ([{"name": "test_reward_set:is_upper", "condition": "x"}], r"rewards\[0\]\.condition = 'x': must look like"),
+        ([{"name": "test_reward_set:is_upper", "condition": {"on": "other"}}], "'other': not a reward of this set"),
+        ([{"name": "test_reward_set:is_upper", "weight": -1}], r"rewards\[0\]\.weight = -1: must be >= 0"),
+        ([{"name": "test_reward_set:is_upper", "weight": float("nan")}], "must be a finite number"),
         (["test_reward_set:is_upper", "test_reward_set:is_upper"], "listed twice"),
+        ([{"name": "toy_short", "params": {"max_len": 3}}], "'toy_short' takes no parameters"),
+        ([{"name": "math_length", "params": {"max_tokenz": 3}}], "Did you mean 'max_tokens'"),
     ],
 )
 def test_bad_config_errors(config, match):

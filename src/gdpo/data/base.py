@@ -9,9 +9,10 @@ dict keys of different rows); rewards accept either the JSON string or the parse
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass, field
 from typing import Any, Callable
+
+from gdpo.errors import InputError, MissingFileError, UserError, one_line
 
 Row = dict[str, Any]
 
@@ -70,10 +71,26 @@ def task_names() -> list[str]:
 
 
 def get_task(name: str, **params: Any) -> Task:
-    """Build the task ``name`` with ``params`` (e.g. ``path=...``, ``num_train=...``, ``seed=...``)."""
-    _load_builtins()
-    if name not in _TASKS:
-        close = difflib.get_close_matches(name, _TASKS, n=2)
-        hint = f" Did you mean {' or '.join(map(repr, close))}?" if close else ""
-        raise KeyError(f"unknown task {name!r}.{hint} Valid tasks: {', '.join(sorted(_TASKS))}")
-    return _TASKS[name](**params)
+    """Build the task ``name`` with ``params`` (e.g. ``path=...``, ``num_train=...``, ``seed=...``).
+
+    The name and the parameter names (and simple types) are checked against the builder's
+    signature first (:func:`gdpo.schema.check_task_params`); a builder's ValueError or
+    FileNotFoundError (a bad value, a missing file) comes back as a :class:`gdpo.errors.UserError`
+    naming the task.
+    """
+    from gdpo.schema import check_task_params
+
+    check_task_params(name, params, key="task", key_format="task param {}")
+    try:
+        return _TASKS[name](**params)
+    except UserError:
+        raise
+    except FileNotFoundError as exc:
+        raise MissingFileError(_about(name, exc)) from exc
+    except ValueError as exc:
+        raise InputError(_about(name, exc)) from exc
+
+
+def _about(name: str, exc: Exception) -> str:
+    message = one_line(str(exc))
+    return message if name in message else f"task {name!r}: {message}"

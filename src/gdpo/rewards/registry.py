@@ -23,6 +23,8 @@ import importlib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
+from gdpo.errors import ParameterError, UnknownNameError
+
 
 class RewardFn(Protocol):
     def __call__(self, completions: list[str], **columns: Any) -> list[float | None]: ...
@@ -107,7 +109,7 @@ def entry(name: str) -> RewardEntry:
         return RewardEntry(name, fn, False, float(getattr(fn, "floor", 0.0)), (), "")
     close = difflib.get_close_matches(name, _REGISTRY, n=3)
     hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
-    raise KeyError(
+    raise UnknownNameError(
         f"unknown reward {name!r}.{hint} Valid names: {', '.join(sorted(_REGISTRY))}; "
         "or give a dotted import path such as 'mypackage.rewards:my_reward'."
     )
@@ -117,6 +119,9 @@ def get(name: str, **params: Any) -> Callable:
     """Return the reward callable named ``name``, building it with ``params`` if configurable."""
     e = entry(name)
     if e.is_factory:
+        from gdpo.schema import check_params
+
+        check_params(f"reward {name!r}", e.builder, params, f"{name}.params.{{}}")  # names, required, types
         fn = e.builder(**params)
         if not hasattr(fn, "floor"):
             try:
@@ -126,7 +131,7 @@ def get(name: str, **params: Any) -> Callable:
                 pass
         return fn
     if params:
-        raise TypeError(
+        raise ParameterError(
             f"reward {name!r} takes no parameters, got {sorted(params)}; "
             "remove them from the reward's config"
         )
@@ -138,11 +143,12 @@ def _import_dotted(path: str) -> Callable:
     try:
         module = importlib.import_module(module_name)
         fn = getattr(module, attr)
-    except (ImportError, AttributeError) as exc:
-        raise KeyError(
+    except (ImportError, AttributeError, ValueError) as exc:  # ValueError: ':fn' (no module)
+        raise UnknownNameError(
             f"cannot import reward {path!r}: {exc}. Use 'module.path:function' with the module on "
             "PYTHONPATH, or a registered name (see `gdpo.rewards.names()`)."
         ) from exc
     if not callable(fn):
-        raise TypeError(f"reward {path!r} resolved to {fn!r}, which is not callable")
+        raise ParameterError(f"reward {path!r} resolved to {fn!r}, which is not callable; "
+                             "give a function fn(completions, **columns) -> list[float | None]")
     return fn

@@ -18,6 +18,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from gdpo.advantages import condition_reward
+from gdpo.errors import InputError
 from gdpo.rewards import registry
 
 
@@ -72,11 +73,11 @@ class RewardSet:
 
     def __init__(self, specs: Sequence[RewardSpec], *, extra_params: Mapping[str, Any] | None = None):
         if not specs:
-            raise ValueError("a reward set needs at least one reward; give e.g. rewards: [{name: math_correctness}]")
+            raise InputError("a reward set needs at least one reward; give e.g. rewards: [{name: math_correctness}]")
         names = [s.name for s in specs]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
-            raise ValueError(f"reward(s) {dupes} listed twice; each reward may appear once")
+            raise InputError(f"reward(s) {dupes} listed twice; each reward may appear once")
         self.specs = list(specs)
         self.names = names
         self.fns: list[Callable] = []
@@ -93,28 +94,19 @@ class RewardSet:
     @classmethod
     def from_config(cls, items: Sequence[Mapping[str, Any] | str], **kwargs) -> "RewardSet":
         """From config entries: a name, or ``{name, weight, params, condition: {on, min}, floor}``."""
+        from gdpo.schema import check_reward_entries
+
+        check_reward_entries(list(items))  # keys, names, params, weights, conditions: one line each
         specs = []
         for item in items:
             if isinstance(item, str):
                 specs.append(RewardSpec(item))
                 continue
-            allowed = {"name", "weight", "params", "condition", "floor"}
-            unknown = set(item) - allowed
-            if unknown or "name" not in item:
-                raise ValueError(
-                    f"reward entry {dict(item)!r}: "
-                    + (f"unknown key(s) {sorted(unknown)}; " if unknown else "missing 'name'; ")
-                    + f"allowed keys are {sorted(allowed)}"
-                )
             cond = item.get("condition")
             if isinstance(cond, Mapping) and True in cond and "on" not in cond:
                 # YAML 1.1 (PyYAML) reads a bare `on:` key as the boolean True
                 cond = {("on" if k is True else k): v for k, v in cond.items()}
             if cond is not None:
-                if not isinstance(cond, Mapping) or set(cond) - {"on", "min"} or "on" not in cond:
-                    raise ValueError(
-                        f"reward {item['name']!r}: condition must look like {{on: other_reward, min: 1.0}}, got {cond!r}"
-                    )
                 cond = (str(cond["on"]), float(cond.get("min", 1.0)))
             specs.append(RewardSpec(
                 name=str(item["name"]),
@@ -154,12 +146,12 @@ class RewardSet:
             return None
         other, threshold = spec.condition
         if other not in self.names:
-            raise ValueError(
+            raise InputError(
                 f"reward {spec.name!r} is conditioned on {other!r}, which is not in this reward set {self.names}; "
                 "add it (weight 0 if it should not count by itself) or fix the name"
             )
         if other == spec.name:
-            raise ValueError(f"reward {spec.name!r} cannot be conditioned on itself")
+            raise InputError(f"reward {spec.name!r} cannot be conditioned on itself")
         return self.names.index(other), float(threshold)
 
     # -- scoring --------------------------------------------------------------------
@@ -217,8 +209,8 @@ class RewardSet:
         return out
 
 
-class MissingColumnError(KeyError):
-    """A reward needs a dataset column the batch does not have."""
+class MissingColumnError(InputError, KeyError):
+    """A reward needs a dataset column the batch does not have (the data or the reward choice is wrong)."""
 
 
 def _check_missing_column(name: str, exc: Exception, columns: Mapping[str, Any]) -> None:
@@ -248,7 +240,7 @@ def _check_weight(spec: RewardSpec) -> float:
     try:
         w = float(spec.weight)
     except (TypeError, ValueError):
-        raise ValueError(f"reward {spec.name!r}: weight {spec.weight!r} is not a number") from None
+        raise InputError(f"reward {spec.name!r}: weight {spec.weight!r} is not a number") from None
     if not math.isfinite(w) or w < 0:
-        raise ValueError(f"reward {spec.name!r}: weight must be a finite number >= 0, got {spec.weight!r}")
+        raise InputError(f"reward {spec.name!r}: weight must be a finite number >= 0, got {spec.weight!r}")
     return w
