@@ -2,32 +2,36 @@
 
 Generated code is hostile until proven otherwise. :func:`run_program` runs one program with
 its stdin and returns a :class:`RunResult`; :func:`sandbox_capabilities` says which isolation
-holds on this host. How it works (details and the per-host table in ``docs/sandbox.md``):
+holds on this host; :func:`require_level` refuses a host whose best level is too weak. How a
+run is isolated (details and the per-host table in ``docs/sandbox.md``):
 
-* The parent writes the program into a private (0700) host directory and starts a small
-  *launcher* (this file run as a script, stdlib only) in a new session, under
-  ``unshare --mount --net --pid --ipc --uts --fork --kill-child --mount-proc`` where the host
-  allows it (root, or unprivileged user namespaces with ``--map-root-user``).
-* Inside the namespaces the launcher mounts small private tmpfs over ``/tmp``, ``/var/tmp``,
-  ``/dev/shm`` and ``/run/lock`` (the world-writable places), remounts ``/`` read-only, copies
-  the program into ``/tmp/work``, then forks the program's process.
-* The program's process sets its rlimits (CPU, address space, file size, core, open files,
-  processes), drops to a fresh unprivileged uid when the host runs as root (so that
-  ``RLIMIT_NPROC`` applies: the kernel ignores it for uid 0), and execs a clean interpreter
-  (``python -I``, empty environment but PATH/HOME/LANG).
-* The launcher stays as PID 1 of the PID namespace: when the program ends, the launcher
-  exits and the kernel kills everything left in the namespace -- no orphans, even for
-  processes that called ``setsid``. It reports the program's wait status and CPU time to
-  the parent on a separate pipe.
+* The parent writes the program into a private host directory (``gdpo-sbx-*``, held by a
+  ``flock`` while the run lasts), makes the run's memory cgroup where it may
+  (:mod:`gdpo.rewards.sandbox_cgroup`), and starts the launcher
+  (:mod:`gdpo.rewards.sandbox_launch`, run as a script) in a new session, at level
+  ``namespaces`` under ``unshare --mount --net --pid --ipc --uts --fork --kill-child
+  --mount-proc`` (plus ``--user --map-root-user`` when not root). It hands the launcher a
+  pidfd of itself: the launcher kills the program when the parent dies.
+* The launcher builds a minimal read-only root (no host directory, so no host socket, is
+  reachable), forks the program's process, which joins the cgroup, sets its rlimits, drops
+  to a fresh unprivileged uid when we are root, installs the seccomp filter
+  (:mod:`gdpo.rewards.sandbox_seccomp`: no memfd, SysV shm, namespaces or mounts) and execs
+  ``python -I main.py`` with an almost empty environment.
 * The parent reads stdout/stderr with a byte cap and a wall-clock deadline; on either it
-  kills the whole process group (and so the namespace).
+  kills the whole process group (and so the namespace). The launcher reports the wait
+  status, CPU time and OOM kills on a separate pipe, then deletes the cgroup and the host
+  directory itself, so a parent killed mid-run leaves nothing behind; a later run sweeps
+  what a killed launcher left.
 
-Without namespaces the same launcher still applies the rlimits, the uid drop (when root)
-and kills every process of the run's uid at the end; see :class:`SandboxCapabilities`.
+A level below ``namespaces`` (no ``unshare``, or forced with ``GDPO_SANDBOX_LEVEL``) warns
+once per process with :class:`SandboxWeakLevelWarning`, naming what it no longer blocks;
+``min_level`` (argument, or ``GDPO_SANDBOX_MIN_LEVEL``) refuses it with a
+:class:`SandboxError` instead.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
@@ -38,24 +42,52 @@ import stat
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from dataclasses import asdict, dataclass, field
+import warnings
+from dataclasses import asdict, dataclass
 from functools import lru_cache
+
+from gdpo.rewards import sandbox_cgroup, sandbox_seccomp
+from gdpo.rewards.sandbox_launch import LAUNCH_FLAG, SAFE_PATH
 
 GiB = 1024**3
 MiB = 1024**2
 
 STATUSES = ("ok", "runtime_error", "compile_error", "timeout", "memory", "output_limit", "killed")
 LEVELS = ("namespaces", "uid", "rlimits")  # strongest first
-_LAUNCH_FLAG = "--gdpo-sandbox-launch"
 _UNSHARE_FLAGS = ["--mount", "--net", "--pid", "--ipc", "--uts", "--fork", "--kill-child", "--mount-proc"]
 _SANDBOX_UID_RANGE = (200_000, 1_200_000)  # fresh uid per run; no passwd entry needed
-_PRIVATE_TMPFS = ("/tmp", "/var/tmp", "/dev/shm", "/run/lock")
-_SAFE_PATH = "/usr/local/bin:/usr/bin:/bin"
+_DIR_PREFIX = "gdpo-sbx-"
+_LAUNCHER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sandbox_launch.py")
+
+# What each level no longer blocks, compared with "namespaces" (the warning and the refusal name these).
+UNBLOCKED = {
+    "namespaces": (),
+    "uid": (
+        "network access (TCP/UDP to any address, 127.0.0.1 included)",
+        "host unix sockets (any world-connectable socket file, abstract sockets)",
+        "writes into world-writable host directories (/tmp, /var/tmp, /dev/shm)",
+        "reading world-readable host files and other processes' command lines in /proc",
+    ),
+    "rlimits": (
+        "network access (TCP/UDP to any address, 127.0.0.1 included)",
+        "host unix sockets (any world-connectable socket file, abstract sockets)",
+        "writes anywhere this user may write (the program runs as this user)",
+        "reading this user's files and other processes' command lines in /proc",
+        "signals to this user's processes; orphans that leave the subreaper before the final sweep",
+        "as root: the process limit (the kernel ignores RLIMIT_NPROC for root)",
+    ),
+}
 
 
 class SandboxError(RuntimeError):
-    """The sandbox itself could not start or set up the program (not the program's fault)."""
+    """The sandbox itself could not start or set up the program, or refused a weak level
+    (not the program's fault)."""
+
+
+class SandboxWeakLevelWarning(UserWarning):
+    """Programs run at a level below ``namespaces``; the message names what is not blocked."""
 
 
 @dataclass(frozen=True)
@@ -64,11 +96,13 @@ class SandboxLimits:
 
     cpu_seconds: CPU time of the program's main process (RLIMIT_CPU; SIGKILL 1 s later).
     wall_seconds: wall-clock time of the whole run, startup included; then everything is killed.
-    memory_bytes: address space per process (RLIMIT_AS); at most 2 GiB by default.
+    memory_bytes: address space per process (RLIMIT_AS), and, where a memory cgroup is usable
+        (``sandbox_capabilities().memory_cap``), all memory the run pins together: every
+        process, tmpfs files, shared memory. At most 2 GiB by default.
     file_size_bytes: largest file the program may write (RLIMIT_FSIZE).
     output_bytes: stdout + stderr bytes kept; more kills the run (status ``output_limit``).
     max_processes: processes + threads the run's uid may own (RLIMIT_NPROC, see module doc).
-    scratch_bytes: size of each private tmpfs (the program's only writable places).
+    scratch_bytes: size of each private tmpfs (``/tmp``, ``/dev/shm``: the only writable places).
     open_files: RLIMIT_NOFILE.
     python: interpreter that runs the program; default: the first one an unprivileged uid can run.
     """
@@ -106,10 +140,12 @@ class SandboxCapabilities:
     is_root: bool
     pid_namespace: bool  # no orphans, host processes invisible
     network_isolated: bool  # empty network namespace (no interface but a down loopback)
-    filesystem_isolated: bool  # private tmpfs over world-writable dirs, / read-only
+    filesystem_isolated: bool  # minimal read-only root: no host directory or socket reachable
     uid_drop: bool  # program runs as a fresh unprivileged uid
     process_limit: bool  # RLIMIT_NPROC is in force for the program
     python: str  # interpreter running the programs
+    memory_cap: str | None = None  # "cgroup v1" | "cgroup v2": memory_bytes caps the whole run
+    seccomp: bool = False  # memfd / SysV shm / namespaces / mounts refused
     notes: tuple[str, ...] = ()
 
 
@@ -134,29 +170,32 @@ class RunResult:
 
 
 # ---------------------------------------------------------------------------------------
-# Parent side
+# Levels: choosing, refusing, warning
 # ---------------------------------------------------------------------------------------
 
 def run_program(source: str, stdin: str = "", *, limits: SandboxLimits | None = None,
-                files: dict[str, str] | None = None, level: str | None = None) -> RunResult:
+                files: dict[str, str] | None = None, level: str | None = None,
+                min_level: str | None = None) -> RunResult:
     """Run Python ``source`` as ``main.py`` with ``stdin``; extra ``files`` sit beside it.
 
     ``level`` forces a weaker isolation level than detected (tests, debugging); it may not
-    ask for more than the host allows.
+    ask for more than the host allows. ``min_level`` (default ``GDPO_SANDBOX_MIN_LEVEL``, else
+    any level) refuses to run below that level with a :class:`SandboxError`; a level below
+    ``namespaces`` that is allowed warns once per process (:class:`SandboxWeakLevelWarning`).
     """
     limits = limits or SandboxLimits()
     if not isinstance(source, str) or not isinstance(stdin, str):
         raise TypeError(f"source and stdin must be str, got {type(source).__name__} and {type(stdin).__name__}")
     caps = sandbox_capabilities()
     level = _choose_level(caps, level)
-    return _run(source, stdin, limits, dict(files or {}), level, caps.python if limits.python is None
-                else limits.python)
+    _refuse_below(level, resolve_min_level(min_level), caps)
+    _warn_if_weak(level, caps)
+    return _run(source, stdin, limits, dict(files or {}), level, caps)
 
 
 def _choose_level(caps: SandboxCapabilities, level: str | None) -> str:
     level = level or os.environ.get("GDPO_SANDBOX_LEVEL") or caps.level
-    if level not in LEVELS:
-        raise ValueError(f"sandbox level {level!r} is unknown; choose one of {LEVELS}")
+    _check_level_name(level, "sandbox level")
     if LEVELS.index(level) < LEVELS.index(caps.level):
         raise ValueError(f"sandbox level {level!r} is not available on this host (best: {caps.level!r}); "
                          "see sandbox_capabilities().notes")
@@ -165,59 +204,216 @@ def _choose_level(caps: SandboxCapabilities, level: str | None) -> str:
     return level
 
 
+def _check_level_name(level: str, what: str) -> None:
+    if level not in LEVELS:
+        raise ValueError(f"{what} {level!r} is unknown; choose one of {LEVELS} (strongest first)")
+
+
+def resolve_min_level(min_level: str | None, default: str = "rlimits") -> str:
+    """``min_level``, else ``GDPO_SANDBOX_MIN_LEVEL``, else ``default``; validated."""
+    value = min_level or os.environ.get("GDPO_SANDBOX_MIN_LEVEL") or default
+    _check_level_name(value, "min_level (GDPO_SANDBOX_MIN_LEVEL)")
+    return value
+
+
+def _refuse_below(level: str, min_level: str, caps: SandboxCapabilities) -> None:
+    if LEVELS.index(level) <= LEVELS.index(min_level):
+        return
+    why = "; ".join(caps.notes) if level == caps.level else f"forced by GDPO_SANDBOX_LEVEL or level={level!r}"
+    raise SandboxError(
+        f"sandbox level {level!r} is below the required min_level {min_level!r} ({why}); at {level!r} "
+        f"programs are not blocked from: {'; '.join(UNBLOCKED[level])}. Fix: run where `unshare` works "
+        "(root, or unprivileged user namespaces), or accept the weaker level explicitly with "
+        f"GDPO_SANDBOX_MIN_LEVEL={level} (code rewards: gdpo.rewards.code.configure(min_level={level!r}))")
+
+
+def require_level(min_level: str) -> SandboxCapabilities:
+    """Refuse (SandboxError, before any program runs) when this host's level is below ``min_level``."""
+    caps = sandbox_capabilities()
+    _refuse_below(_choose_level(caps, None), resolve_min_level(min_level), caps)
+    return caps
+
+
+_WARNED: set[str] = set()
+_WARN_LOCK = threading.Lock()
+
+
+def _warn_if_weak(level: str, caps: SandboxCapabilities) -> None:
+    """Once per process and level: say what a level below ``namespaces`` no longer blocks."""
+    if not UNBLOCKED[level]:
+        return
+    with _WARN_LOCK:
+        if level in _WARNED:
+            return
+        _WARNED.add(level)
+    why = "; ".join(caps.notes) if level == caps.level else "forced by GDPO_SANDBOX_LEVEL or level="
+    warnings.warn(f"gdpo sandbox runs programs at level {level!r}, not 'namespaces' ({why}); programs are NOT "
+                  f"blocked from: {'; '.join(UNBLOCKED[level])}. Refuse this with min_level='namespaces' "
+                  "(GDPO_SANDBOX_MIN_LEVEL=namespaces).", SandboxWeakLevelWarning, stacklevel=3)
+
+
+# ---------------------------------------------------------------------------------------
+# Parent side of a run
+# ---------------------------------------------------------------------------------------
+
 def _run(source: str, stdin: str, limits: SandboxLimits, files: dict[str, str], level: str,
-         python: str) -> RunResult:
-    host_dir = tempfile.mkdtemp(prefix="gdpo-sbx-")
+         caps: SandboxCapabilities | None, python: str | None = None, cgroup_parent=None,
+         use_seccomp: bool | None = None) -> RunResult:
+    """One run. ``caps`` None (capability probes): ``python``/``cgroup_parent``/``use_seccomp`` given."""
+    if caps is not None:
+        python, cgroup_parent, use_seccomp = caps.python, _cgroup_parent(caps), caps.seccomp
+    python = limits.python or python
+    _sweep_stale_once()
+    host_dir = tempfile.mkdtemp(prefix=_DIR_PREFIX)
+    lock_fd = _hold_lock(host_dir)
     uid = _fresh_uid() if os.geteuid() == 0 and level != "rlimits" else None
     status_read, status_write = os.pipe()
+    parent_fd = _own_pidfd()
+    cgroup = None
     try:
-        config = _write_inputs(host_dir, source, stdin, files, limits, level, python, uid, status_write)
-        cmd = _launch_command(level, config)
+        if cgroup_parent is not None:
+            cgroup = sandbox_cgroup.create(cgroup_parent, os.path.basename(host_dir), limits.memory_bytes)
+        config = _write_inputs(host_dir, source, stdin, files, limits, level, python, uid,
+                               {"status_fd": status_write, "parent_fd": parent_fd, "cgroup": cgroup,
+                                "cgroup_version": cgroup_parent.version if cgroup else None,
+                                "seccomp": bool(use_seccomp)})
         start = time.monotonic()
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                env={"PATH": _SAFE_PATH, "LANG": "C.UTF-8"}, start_new_session=True,
-                                pass_fds=(status_write,), close_fds=True)
-        os.close(status_write)
-        status_write = -1
+        proc = subprocess.Popen(_launch_command(level, config), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, env={"PATH": SAFE_PATH, "LANG": "C.UTF-8"},
+                                start_new_session=True, pass_fds=tuple(fd for fd in (status_write, parent_fd)
+                                                                       if fd >= 0), close_fds=True)
+        for fd in (status_write, parent_fd):
+            if fd >= 0:
+                os.close(fd)
+        status_write = parent_fd = -1
         outcome = _collect(proc, status_read, limits, start)
     finally:
-        if status_write >= 0:
-            os.close(status_write)
-        os.close(status_read)
+        for fd in (status_write, parent_fd, status_read):
+            if fd >= 0:
+                os.close(fd)
         if uid is not None:
             _kill_uid(uid)
+        if cgroup is not None:
+            sandbox_cgroup.remove(cgroup)  # usually gone already: the launcher deletes it
         shutil.rmtree(host_dir, ignore_errors=True)
+        os.close(lock_fd)
     return _classify(outcome, limits, level, uid)
 
 
+def _cgroup_parent(caps: SandboxCapabilities):
+    return _memory_cgroup_parent() if caps.memory_cap else None
+
+
+@lru_cache(maxsize=1)
+def _memory_cgroup_parent():
+    return sandbox_cgroup.find_parent()
+
+
+def _own_pidfd() -> int:
+    """A pidfd of this process for the launcher to watch (-1 where the kernel has none)."""
+    try:
+        return os.pidfd_open(os.getpid())
+    except (AttributeError, OSError):
+        return -1
+
+
+def _hold_lock(host_dir: str) -> int:
+    """An exclusive flock on ``host_dir/lock`` while the run lasts (the stale sweep skips held ones)."""
+    fd = os.open(os.path.join(host_dir, "lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    return fd
+
+
+_SWEPT: set[int] = set()  # pids that swept already (a forked child sweeps again)
+
+
+def _sweep_stale_once() -> None:
+    if os.getpid() in _SWEPT:
+        return
+    _SWEPT.add(os.getpid())
+    sweep_stale()
+
+
+def sweep_stale(min_age_s: float = 60.0) -> list[str]:
+    """Delete run directories (and their empty cgroups) that no live run holds; return them.
+
+    A run's directory is held by its parent's flock; one whose lock can be taken belongs to a
+    run whose parent and launcher both died before cleaning up (e.g. SIGKILLed together).
+    """
+    removed = []
+    root = tempfile.gettempdir()
+    try:
+        names = [n for n in os.listdir(root) if n.startswith(_DIR_PREFIX)]
+    except OSError:
+        return removed
+    for name in names:
+        path = os.path.join(root, name)
+        if _is_stale(path, min_age_s):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    parent = _memory_cgroup_parent() if os.geteuid() == 0 else None
+    if parent is not None:
+        for name in os.listdir(parent.path):
+            path = os.path.join(parent.path, name)
+            if name.startswith(_DIR_PREFIX) and time.time() - os.stat(path).st_mtime > min_age_s \
+                    and not sandbox_cgroup._members(path):
+                if sandbox_cgroup.remove(path, budget_seconds=0.1):
+                    removed.append(path)
+    return removed
+
+
+def _is_stale(path: str, min_age_s: float) -> bool:
+    try:
+        info = os.lstat(path)
+        if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid():
+            return False
+        fd = os.open(os.path.join(path, "lock"), os.O_RDWR | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return time.time() - info.st_mtime > min_age_s  # no lock file: an old-format or half-made dir
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return time.time() - info.st_mtime > 2.0  # not a run that is just taking its lock
+    except OSError:
+        return False  # a live run holds it
+    finally:
+        os.close(fd)
+
+
 def _write_inputs(host_dir: str, source: str, stdin: str, files: dict[str, str], limits: SandboxLimits,
-                  level: str, python: str, uid: int | None, status_fd: int) -> str:
+                  level: str, python: str, uid: int | None, extra: dict) -> str:
     """Write program, stdin and launcher config into ``host_dir``; return the config path."""
     for name in files:
-        if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", name) or name == "main.py":
+        if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", name) or name in ("main.py", "lock"):
             raise ValueError(f"extra file name {name!r} must be a plain file name other than main.py")
     all_files = {"main.py": source, **files}
-    with open(os.path.join(host_dir, "stdin.txt"), "w", encoding="utf-8") as handle:
-        handle.write(stdin)
+    with open(os.path.join(host_dir, "stdin.txt"), "wb") as handle:
+        handle.write(stdin.encode("utf-8", "surrogatepass"))
     config = {
         "files": all_files, "stdin": os.path.join(host_dir, "stdin.txt"), "mounts": level == "namespaces",
-        "workdir": os.path.join(host_dir, "work"), "uid": uid, "python": python,
-        "status_fd": status_fd, "limits": asdict(limits), "nproc_base": _nproc_base(uid),
+        "host_dir": host_dir, "workdir": os.path.join(host_dir, "work"), "uid": uid, "python": python,
+        "limits": asdict(limits), "nproc_base": _nproc_base(uid), **extra,
     }
     config_path = os.path.join(host_dir, "config.json")
     with open(config_path, "w", encoding="utf-8") as handle:
-        json.dump(config, handle)
+        json.dump(config, handle)  # ensure_ascii: lone surrogates travel as \\ud800 escapes
     if uid is not None and level != "namespaces":
         os.chmod(host_dir, 0o711)  # the uid traverses to its work dir, cannot list or read the rest
     return config_path
 
 
 def _launch_command(level: str, config_path: str) -> list[str]:
-    launcher = [sys.executable, "-I", "-S", os.path.abspath(__file__), _LAUNCH_FLAG, config_path]
+    launcher = [sys.executable, "-I", "-S", _LAUNCHER, LAUNCH_FLAG, config_path]
     if level != "namespaces":
         return launcher
     user = [] if os.geteuid() == 0 else ["--user", "--map-root-user"]
-    return [shutil.which("unshare") or "unshare", *user, *_UNSHARE_FLAGS, *launcher]
+    return [_find_unshare() or "unshare", *user, *_UNSHARE_FLAGS, *launcher]
+
+
+def _find_unshare() -> str | None:
+    """util-linux ``unshare`` on PATH, else in the standard places (a bare PATH must not downgrade)."""
+    return shutil.which("unshare") or shutil.which("unshare", path=SAFE_PATH + ":/usr/sbin:/sbin")
 
 
 @dataclass
@@ -309,14 +505,20 @@ def _classify(o: _Outcome, limits: SandboxLimits, level: str, uid: int | None) -
                            "docs/sandbox.md, or force a weaker level with GDPO_SANDBOX_LEVEL")
     result.cpu_time = float(report.get("cpu_time", 0.0))
     wait_status = int(report["wait_status"])
+    out_of_memory = int(report.get("oom_kills", 0)) > 0  # the run's cgroup hit memory_bytes
     if os.WIFSIGNALED(wait_status):
         sig = os.WTERMSIG(wait_status)
         result.signal, result.returncode = sig, -sig
         cpu_spent = result.cpu_time >= limits.cpu_seconds - 0.05
-        result.status = "timeout" if sig == signal.SIGXCPU or (sig == signal.SIGKILL and cpu_spent) else "killed"
+        if out_of_memory:
+            result.status = "memory"
+        elif sig == signal.SIGXCPU or (sig == signal.SIGKILL and cpu_spent) or report.get("ended_by") == "wall":
+            result.status = "timeout"
+        else:
+            result.status = "killed"
         return result
     result.returncode = os.WEXITSTATUS(wait_status)
-    result.status = "ok" if result.returncode == 0 else _classify_error(err)
+    result.status = "ok" if result.returncode == 0 else ("memory" if out_of_memory else _classify_error(err))
     return result
 
 
@@ -360,7 +562,7 @@ def _kill_uid(uid: int) -> None:
         if not _pids_of_uid(uid):
             return
         subprocess.run(["/bin/sh", "-c", "kill -9 -1"], user=uid, group=uid, extra_groups=[],
-                       env={"PATH": _SAFE_PATH}, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                       env={"PATH": SAFE_PATH}, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                        stderr=subprocess.DEVNULL, cwd="/", check=False)
 
 
@@ -368,40 +570,77 @@ def _kill_uid(uid: int) -> None:
 # Capability detection
 # ---------------------------------------------------------------------------------------
 
-@lru_cache(maxsize=1)
+_CAPS_LOCK = threading.Lock()
+
+
 def sandbox_capabilities() -> SandboxCapabilities:
-    """Detect the strongest isolation level that works here by running a probe program."""
+    """Detect the strongest isolation level that works here by running a probe program.
+
+    Cached; thread-safe (concurrent first callers wait for one detection, not run their own).
+    """
+    with _CAPS_LOCK:
+        return _detect_capabilities()
+
+
+@lru_cache(maxsize=1)
+def _detect_capabilities() -> SandboxCapabilities:
     is_root = os.geteuid() == 0
     notes: list[str] = []
     python = _program_python(is_root, notes)
+    use_seccomp = sandbox_seccomp.supported()
+    if not use_seccomp:
+        notes.append(f"no seccomp filter for {os.uname().machine}: memfd/SysV shm/user namespaces stay open")
+    cgroup_parent = _usable_cgroup_parent(notes)
     for level in LEVELS:
         if level == "uid" and not is_root:
             continue
-        if level == "namespaces" and not shutil.which("unshare"):
+        if level == "namespaces" and not _find_unshare():
             notes.append("util-linux `unshare` not found: no namespaces")
             continue
-        problem = _probe(level, python)
+        problem = _probe(level, python, cgroup_parent, use_seccomp)
+        if problem is not None and (cgroup_parent is not None or use_seccomp):
+            if _probe(level, python, None, False) is None:  # the level works, the extras do not
+                notes.append(f"cgroup/seccomp failed at level {level!r} ({problem}); running without them")
+                cgroup_parent, use_seccomp, problem = None, False, None
         if problem is None:
-            return _capabilities_for(level, is_root, python, notes)
+            return _capabilities_for(level, is_root, python, notes, cgroup_parent, use_seccomp)
         notes.append(f"level {level!r} unavailable: {problem}")
     raise SandboxError("no sandbox level works on this host: " + "; ".join(notes))
 
 
-def _capabilities_for(level: str, is_root: bool, python: str, notes: list[str]) -> SandboxCapabilities:
+sandbox_capabilities.cache_clear = _detect_capabilities.cache_clear  # type: ignore[attr-defined]
+
+
+def _usable_cgroup_parent(notes: list[str]):
+    parent = _memory_cgroup_parent()
+    if parent is None:
+        notes.append("no writable memory cgroup: memory_bytes bounds each process (RLIMIT_AS), not the run")
+        return None
+    try:
+        sandbox_cgroup.remove(sandbox_cgroup.create(parent, f"{_DIR_PREFIX}probe-{secrets.token_hex(4)}", 64 * MiB))
+    except OSError as exc:
+        notes.append(f"memory cgroup under {parent.path} unusable ({exc}): memory_bytes bounds each process only")
+        return None
+    return parent
+
+
+def _capabilities_for(level: str, is_root: bool, python: str, notes: list[str], cgroup_parent,
+                      use_seccomp: bool) -> SandboxCapabilities:
     namespaces = level == "namespaces"
     uid_drop = is_root and level != "rlimits"
     if not uid_drop and is_root:
         notes.append("running as root without uid drop: RLIMIT_NPROC does not apply, no process limit")
     return SandboxCapabilities(level=level, is_root=is_root, pid_namespace=namespaces,
                                network_isolated=namespaces, filesystem_isolated=namespaces,
-                               uid_drop=uid_drop, process_limit=not is_root or uid_drop,
-                               python=python, notes=tuple(notes))
+                               uid_drop=uid_drop, process_limit=not is_root or uid_drop, python=python,
+                               memory_cap=f"cgroup v{cgroup_parent.version}" if cgroup_parent else None,
+                               seccomp=use_seccomp, notes=tuple(notes))
 
 
-def _probe(level: str, python: str) -> str | None:
+def _probe(level: str, python: str, cgroup_parent, use_seccomp: bool) -> str | None:
     limits = SandboxLimits(cpu_seconds=5, wall_seconds=15, python=python)
     try:
-        result = _run("print('gdpo-probe-ok')", "", limits, {}, level, python)
+        result = _run("print('gdpo-probe-ok')", "", limits, {}, level, None, python, cgroup_parent, use_seccomp)
     except (SandboxError, OSError) as exc:
         return str(exc)[:300]
     if result.status != "ok" or result.stdout.strip() != "gdpo-probe-ok":
@@ -432,163 +671,3 @@ def _others_can_execute(path: str) -> bool:
         if parent == "/":
             return True
         parent = os.path.dirname(parent)
-
-
-# ---------------------------------------------------------------------------------------
-# Launcher side (runs as a script: stdlib only, no gdpo imports)
-# ---------------------------------------------------------------------------------------
-
-def _launcher_main(config_path: str) -> None:
-    with open(config_path, encoding="utf-8") as handle:
-        config = json.load(handle)
-    status_fd = int(config["status_fd"])
-    try:
-        workdir = _prepare_launch(config)
-        if not config["mounts"]:
-            _become_subreaper()
-        pid = os.fork()
-        if pid == 0:
-            _exec_program(config, workdir, status_fd)
-        _, wait_status, usage = os.wait4(pid, 0)
-        report = {"wait_status": wait_status, "cpu_time": usage.ru_utime + usage.ru_stime}
-    except Exception as exc:  # noqa: BLE001 - reported to the parent as a setup error
-        report = {"setup_error": f"{type(exc).__name__}: {exc}"}
-    os.write(status_fd, json.dumps(report).encode())
-    if not config["mounts"]:
-        _end_descendants(config["uid"])
-    os._exit(0)  # as PID 1 of the namespace, this kills whatever the program left behind
-
-
-def _become_subreaper() -> None:
-    """Orphans of the program get re-parented to the launcher (not to the host's init)."""
-    import ctypes
-
-    pr_set_child_subreaper = 36
-    ctypes.CDLL(None, use_errno=True).prctl(pr_set_child_subreaper, 1, 0, 0, 0)
-
-
-def _end_descendants(uid: int | None, budget_seconds: float = 3.0) -> None:
-    """Without a PID namespace: kill and reap everything the program left (we are its subreaper)."""
-    deadline = time.monotonic() + budget_seconds
-    while time.monotonic() < deadline:
-        if uid is not None:
-            _kill_all_as(int(uid))
-        for pid in _children_of(os.getpid()):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        try:
-            while os.waitpid(-1, os.WNOHANG)[0]:
-                pass
-        except ChildProcessError:
-            return  # no children left
-        time.sleep(0.01)
-
-
-def _children_of(parent: int) -> list[int]:
-    children = []
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            try:
-                with open(f"/proc/{name}/stat", "rb") as handle:
-                    fields = handle.read().rsplit(b")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == parent:
-                children.append(int(name))
-    return children
-
-
-def _kill_all_as(uid: int) -> None:
-    """Launcher (root) without PID namespace: SIGKILL every process of ``uid``, even setsid ones."""
-    pid = os.fork()
-    if pid == 0:
-        os.setresuid(uid, uid, uid)
-        try:
-            os.kill(-1, signal.SIGKILL)  # every process we may signal, except ourselves
-        except ProcessLookupError:
-            pass
-        os._exit(0)
-    os.waitpid(pid, 0)
-
-
-def _prepare_launch(config: dict) -> str:
-    """Open stdin, set up the private file system, write the program files; return the work dir."""
-    stdin_fd = os.open(config["stdin"], os.O_RDONLY)
-    os.dup2(stdin_fd, 0)
-    os.close(stdin_fd)
-    workdir = config["workdir"]
-    if config["mounts"]:
-        _private_mounts(int(config["limits"]["scratch_bytes"]))
-        workdir = "/tmp/work"
-    os.makedirs(workdir, mode=0o700, exist_ok=True)
-    for name, text in config["files"].items():
-        with open(os.path.join(workdir, name), "w", encoding="utf-8") as handle:
-            handle.write(text)
-    uid = config["uid"]
-    if uid is not None:
-        for name in os.listdir(workdir):
-            os.chown(os.path.join(workdir, name), uid, uid)
-        os.chown(workdir, uid, uid)
-    return workdir
-
-
-def _private_mounts(scratch_bytes: int) -> None:
-    import ctypes
-
-    libc = ctypes.CDLL(None, use_errno=True)
-    ms_rdonly, ms_nosuid, ms_nodev, ms_remount, ms_bind = 1, 2, 4, 32, 4096
-
-    def mount(source: str, target: str, fstype: str | None, flags: int, data: str | None) -> None:
-        rc = libc.mount(source.encode(), target.encode(), fstype.encode() if fstype else None, flags,
-                        data.encode() if data else None)
-        if rc != 0:
-            errno = ctypes.get_errno()
-            raise OSError(errno, f"mount {target}: {os.strerror(errno)}")
-
-    for target in _PRIVATE_TMPFS:
-        if os.path.isdir(target):
-            mount("tmpfs", target, "tmpfs", ms_nosuid | ms_nodev, f"size={scratch_bytes},mode=1777")
-    mount("none", "/", None, ms_remount | ms_bind | ms_rdonly, None)
-
-
-def _exec_program(config: dict, workdir: str, status_fd: int) -> None:
-    """Child: limits, privilege drop, clean exec. Never returns."""
-    try:
-        os.set_inheritable(status_fd, False)  # the program never sees the status pipe
-        _set_rlimits(config["limits"], int(config["nproc_base"]))
-        uid = config["uid"]
-        if uid is not None:
-            os.setgroups([])
-            os.setresgid(uid, uid, uid)
-            os.setresuid(uid, uid, uid)
-        os.chdir(workdir)
-        os.umask(0o077)
-        env = {"PATH": _SAFE_PATH, "HOME": workdir, "TMPDIR": workdir, "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"}
-        python = config["python"]
-        os.execve(python, [python, "-I", "main.py"], env)
-    except BaseException as exc:  # noqa: BLE001
-        os.write(status_fd, json.dumps({"setup_error": f"{type(exc).__name__}: {exc}"}).encode())
-        os._exit(127)
-
-
-def _set_rlimits(limits: dict, nproc_base: int) -> None:
-    import math
-    import resource
-
-    cpu = int(math.ceil(limits["cpu_seconds"]))
-    nproc = nproc_base + int(limits["max_processes"])
-    for which, soft, hard in (
-        (resource.RLIMIT_CPU, cpu, cpu + 1),
-        (resource.RLIMIT_AS, limits["memory_bytes"], limits["memory_bytes"]),
-        (resource.RLIMIT_FSIZE, limits["file_size_bytes"], limits["file_size_bytes"]),
-        (resource.RLIMIT_NPROC, nproc, nproc),
-        (resource.RLIMIT_CORE, 0, 0),
-        (resource.RLIMIT_NOFILE, limits["open_files"], limits["open_files"]),
-    ):
-        resource.setrlimit(which, (soft, hard))
-
-
-if __name__ == "__main__" and len(sys.argv) == 3 and sys.argv[1] == _LAUNCH_FLAG:
-    _launcher_main(sys.argv[2])
