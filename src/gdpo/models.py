@@ -19,6 +19,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from gdpo.errors import MissingFileError
+
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 TINY_SPECIAL_TOKENS = ["<|pad|>", "<|unk|>", "<|end|>", "<|system|>", "<|user|>", "<|assistant|>"]
 TINY_CHARS = string.ascii_letters + string.digits + string.punctuation + " \n"
@@ -162,7 +164,7 @@ def load_model_and_tokenizer(name: str, *, tiny: dict[str, Any] | None = None, s
         return build_tiny(**(tiny or {}), seed=seed)
     folder = smollm2_folder() if name == "smollm2" else Path(name).expanduser()
     if not folder.is_dir():
-        raise FileNotFoundError(
+        raise MissingFileError(  # a FileNotFoundError: bad input, one line from the CLI
             f"model {name!r} is not a local folder (model hubs are not contacted). Pass the path "
             "of a folder saved with save_pretrained, or 'smollm2' (embedded) or 'tiny' (random init)"
         )
