@@ -4,7 +4,8 @@ Prints ratios measured in one run (medians of repeats), so a noisy machine still
 comparable numbers. Times are process CPU seconds (``time.process_time``): on a loaded
 machine a sub-millisecond call is often preempted for a whole time slice, which wall-clock
 medians do not survive; CPU time counts only the work done (``--wall`` switches to wall time). Targets (issue 2): >= 50x faster than the loop at N = 65,536, and GDPO
-within 3x of GRPO's time at N = 1M, K = 4.
+within 3x of GRPO's time at N = 1M, K = 4. Issue 16 adds GDPO's successors (gd2po hard and
+snr, saw_gdpo, saw_grpo) beside GDPO at N = 1M, K = 4.
 
     python benchmarks/bench_advantages.py            # full grid (about a minute)
     python benchmarks/bench_advantages.py --quick    # small grid
@@ -76,10 +77,37 @@ def gdpo_over_grpo(sizes: list[int], ks: list[int], repeats: int) -> None:
             print(f"| {n:,} | {k} | {a:.4f} | {b:.4f} | {b / a:.2f} |")
 
 
+SUCCESSORS = (
+    ("grpo", {}),
+    ("gdpo", {}),
+    ("gd2po", {}),
+    ("gd2po", {"variant": "snr"}),
+    ("saw_gdpo", {}),
+    ("saw_grpo", {}),
+)
+
+
+def successors_vs_gdpo(n: int, k: int, repeats: int) -> None:
+    """Each successor's time beside GDPO's on one batch; the methods alternate within a repeat."""
+    print(f"\n## GDPO's successors beside GDPO (N = {n:,}, K = {k}, G = {G}; median of {repeats}, interleaved)\n")
+    print("| method | options | s | / GDPO |\n|---|---|---:|---:|")
+    rewards, ids = batch(n, k)
+    times: list[list[float]] = [[] for _ in SUCCESSORS]
+    for _ in range(repeats):
+        for i, (method, options) in enumerate(SUCCESSORS):
+            times[i].append(median_time(lambda: compute_advantages(rewards, ids, method, **options), 1))
+    medians = [statistics.median(t) for t in times]
+    gdpo_time = medians[[m for m, _ in SUCCESSORS].index("gdpo")]
+    for (method, options), t in zip(SUCCESSORS, medians):
+        label = ", ".join(f"{key}={value}" for key, value in options.items()) or "defaults"
+        print(f"| {method} | {label} | {t:.4f} | {t / gdpo_time:.2f} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small grid for a smoke run")
     parser.add_argument("--wall", action="store_true", help="time wall-clock seconds instead of CPU seconds")
+    parser.add_argument("--successors-only", action="store_true", help="only the successors-beside-GDPO table")
     args = parser.parse_args()
     global CLOCK
     if args.wall:
@@ -88,9 +116,12 @@ def main() -> None:
     if args.quick:
         loop_vs_vectorized([4096], k=3, repeats=3)
         gdpo_over_grpo([65536], [1, 4], repeats=3)
+        successors_vs_gdpo(65536, 4, repeats=3)
         return
-    loop_vs_vectorized([1024, 8192, 65536], k=3, repeats=5)
-    gdpo_over_grpo([65536, 1_048_576], [1, 2, 4, 10], repeats=5)
+    if not args.successors_only:
+        loop_vs_vectorized([1024, 8192, 65536], k=3, repeats=5)
+        gdpo_over_grpo([65536, 1_048_576], [1, 2, 4, 10], repeats=5)
+    successors_vs_gdpo(1_048_576, 4, repeats=7)
 
 
 if __name__ == "__main__":

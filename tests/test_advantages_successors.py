@@ -383,3 +383,9 @@ def test_large_and_tiny_rewards_stay_finite():
     # Tiny z-scores sit inside GD²PO's 1e-8 sign band: no sample conflicts, GD²PO is GDPO.
     tiny = rng.normal(size=(1000, 3)) * 1e-200
     np.testing.assert_array_equal(compute_advantages(tiny, ids, "gd2po"), compute_advantages(tiny, ids, "gdpo"))
+
+
+def test_empty_batch_gives_empty_output():
+    for method in SUCCESSORS:
+        out = compute_advantages(np.zeros((0, 2)), np.zeros(0, dtype=int), method)
+        assert out.shape == (0,), method

@@ -156,23 +156,37 @@ def saw_weights(rewards: np.ndarray, weights: np.ndarray, offsets: Any = 0.0) ->
 
     w^_k = w_k K CV_k / (sum_j CV_j + 1e-8), CV_k = std(x_k) / (|mean(x_k)| + 1e-8) over the
     batch, x_k = r_k + offset_k, unbiased std; CV_k = 0 without spread or with < 2 values.
+    Works on one contiguous [K, N] copy: numpy reduces contiguous rows fast, while a
+    reduction over the sample axis of [N, K] (or a strided column) is slow.
     """
-    k = rewards.shape[1]
+    n, k = rewards.shape
     shift = _offsets(offsets, k)  # [K]
-    cv = np.zeros(k)
-    for j in range(k):
-        column = rewards[:, j]
-        x = column[~np.isnan(column)] + shift[j]
-        if x.shape[0] < 2 or not x.max() > x.min():
-            continue  # no spread: CV 0
-        # Work on x / max|x| so squares neither overflow nor underflow; CV is scale-free but
-        # for the 1e-8, which scales along.
-        size = float(max(x.max(), -x.min()))
-        z = x / size
-        mean = float(z.mean())
-        std = float(np.sqrt(np.sum((z - mean) ** 2) / (z.shape[0] - 1)))
-        with np.errstate(over="ignore"):
-            cv[j] = std / (abs(mean) + CV_EPS / size)  # a 1e-8 / size that overflows gives CV 0
+    x = np.empty((k, n))
+    x[...] = rewards.T  # [K, N], the working copy
+    if shift.any():
+        x += shift[:, None]  # NaN stays NaN
+    applies = None if not np.isnan(x).any() else ~np.isnan(x)  # [K, N] or None (all apply)
+    if applies is None:
+        count = np.full(k, float(n))
+        hi = x.max(axis=1, initial=-np.inf)
+        lo = x.min(axis=1, initial=np.inf)
+    else:
+        count = applies.sum(axis=1).astype(np.float64)
+        x[~applies] = 0.0  # NaN out of the way; the mask keeps them out of every statistic
+        hi = np.where(applies, x, -np.inf).max(axis=1, initial=-np.inf)
+        lo = np.where(applies, x, np.inf).min(axis=1, initial=np.inf)
+    spread = (count >= 2) & (hi > lo)  # [K]
+    # Work on x / max|x| per reward so squares neither overflow nor underflow; CV is
+    # scale-free but for the 1e-8, which scales along.
+    size = np.where(spread, np.maximum(np.abs(hi), np.abs(lo)), 1.0)  # [K]
+    x /= size[:, None]
+    mean = x.sum(axis=1) / np.maximum(count, 1.0)  # [K]
+    x -= mean[:, None]
+    if applies is not None:
+        x[~applies] = 0.0
+    std = np.sqrt(np.einsum("kn,kn->k", x, x) / np.maximum(count - 1.0, 1.0))  # unbiased, [K]
+    with np.errstate(over="ignore"):  # 1e-8 / size may overflow to inf: that CV is then 0
+        cv = np.where(spread, std / (np.abs(mean) + CV_EPS / size), 0.0)
     return weights * k * cv / (cv.sum() + CV_EPS)
 
 
