@@ -57,7 +57,7 @@ def _load_builtins() -> None:
     _BUILTINS_LOADED = True
     import importlib
 
-    for module in ("toolcall", "math", "code", "toy"):
+    for module in ("toolcall", "math", "code", "toy", "bfcl_multi_turn"):
         try:
             importlib.import_module(f"gdpo.data.{module}")
         except ModuleNotFoundError as exc:

@@ -7,8 +7,8 @@ for the old, reference and current policy alike.
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
 
 import torch
 
@@ -26,6 +26,7 @@ class Rollout:
     completion_mask: torch.Tensor  # [N, L] 1 up to and including the first EOS
     completions: list[str]  # [N] decoded, without special tokens
     rows: list[dict[str, Any]]  # [N] the dataset row of each sample (repeated G times)
+    metrics: dict[str, float] = field(default_factory=dict)  # backend figures for metrics.jsonl (multi-turn)
 
     @property
     def lengths(self) -> torch.Tensor:
@@ -35,14 +36,46 @@ class Rollout:
         return self.completion_ids.shape[0]
 
 
-def render_prompts(tokenizer, rows: list[dict[str, Any]], max_prompt_tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Chat-template each row's ``prompt`` and tokenize, left-padded -> ids, mask [B, P]."""
+def chat_texts(tokenizer, rows: list[dict[str, Any]]) -> list[str]:
+    """Each row's ``prompt`` through the chat template (a string prompt is one user message)."""
     texts = []
     for row in rows:
         prompt = row["prompt"]
         if isinstance(prompt, str):
             prompt = [{"role": "user", "content": prompt}]
         texts.append(tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False))
+    return texts
+
+
+class LongPrompts(NamedTuple):
+    """How many prompts exceed ``limit`` tokens, and so lose their start to left truncation."""
+
+    count: int
+    total: int
+    longest: int  # tokens of the longest prompt
+    limit: int
+    lengths: list[int]  # [B] tokens of each prompt (chat template applied)
+
+    def message(self) -> str:
+        return (f"{self.count} of {self.total} prompts exceed max_prompt_tokens={self.limit} (longest: {self.longest} "
+                "tokens) and are cut from the left, losing their start (system message, tools, format rules)")
+
+
+def count_long_prompts(tokenizer, rows: list[dict[str, Any]], max_prompt_tokens: int) -> LongPrompts:
+    """Token counts of the chat-templated prompts, and how many :func:`render_prompts` would cut."""
+    texts = chat_texts(tokenizer, rows)
+    lengths = [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]] if texts else []
+    over = sum(1 for n in lengths if n > max_prompt_tokens)
+    return LongPrompts(over, len(lengths), max(lengths, default=0), max_prompt_tokens, lengths)
+
+
+def render_prompts(tokenizer, rows: list[dict[str, Any]], max_prompt_tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Chat-template each row's ``prompt`` and tokenize, left-padded -> ids, mask [B, P].
+
+    A prompt over ``max_prompt_tokens`` is cut from the left (its start is lost):
+    :func:`count_long_prompts` says how many, for a warning before generating.
+    """
+    texts = chat_texts(tokenizer, rows)
     tokenizer.padding_side = "left"
     tokenizer.truncation_side = "left"
     enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False,
@@ -145,7 +178,11 @@ def completion_logits(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor
     """
     n, length = completion_ids.shape
     p = prompt_ids.shape[1]
-    attn = torch.cat([prompt_mask, completion_mask[:, :-1]], dim=1)  # [N, P+L-1]
+    # Attend to every token up to the last one in the mask: the same as the mask for a single
+    # turn (a prefix of ones), and in a multi-turn trajectory it keeps the tool results
+    # (mask 0, not trained on) visible to the model's later turns.
+    seen = completion_mask.flip(-1).cumsum(-1).flip(-1).clamp(max=1).to(completion_mask.dtype)  # [N, L]
+    attn = torch.cat([prompt_mask, seen[:, :-1]], dim=1)  # [N, P+L-1]
     positions = (attn.cumsum(-1) - 1).clamp(min=0)  # [N, P+L-1]
     keys = torch.cat([prompt_ids, prompt_mask], dim=1)  # [N, 2P]
     distinct, inverse = torch.unique(keys, dim=0, return_inverse=True)  # [U, 2P], [N]
