@@ -79,7 +79,9 @@ def gd2po_parts(rewards: np.ndarray, groups: GroupIndex, weights: np.ndarray, *,
     terms = scores.values  # [K, *S], scratch: scaled in place to a_k = w_k A_k
     shape = terms.shape[1:]  # S = [G, B] (fast) or [N]
     positive, negative = np.zeros(shape, dtype=bool), np.zeros(shape, dtype=bool)
-    summed, magnitude = np.zeros(shape), np.zeros(shape)
+    summed = np.zeros(shape)
+    # sum_k |a_k|: rho's denominator, and the noise tolerance where no bound is known
+    magnitude = np.zeros(shape) if variant == "snr" or scores.bound is None else None
     for k, w in enumerate(weights):  # a loop over K, each a whole-batch operation
         if w == 0:
             continue  # a_k = 0: no sign, adds nothing
@@ -88,7 +90,8 @@ def gd2po_parts(rewards: np.ndarray, groups: GroupIndex, weights: np.ndarray, *,
         positive |= a > CONFLICT_TOL
         negative |= a < -CONFLICT_TOL
         summed += a
-        magnitude += np.abs(a)
+        if magnitude is not None:
+            magnitude += np.abs(a)
     conflict = positive & negative
     if variant == "snr":
         rho = summed / (magnitude + RHO_EPS)
