@@ -186,7 +186,8 @@ def load_sft_data(cfg) -> SFTData:
     except TypeError as exc:  # a task builder / generator given an unknown parameter
         raise ConfigError(f"data.params = {cfg.data.params!r}: {exc}") from None
     except (ValueError, KeyError, FileNotFoundError) as exc:
-        raise ConfigError(str(exc).strip("'\"")) from None
+        message = str(exc).strip("'\"")
+        raise ConfigError(message if message.startswith("data") else f"data ({cfg.data.source}): {message}") from None
     order = list(range(len(examples)))
     n_test = int(round(cfg.data.test_fraction * len(examples)))
     if n_test:
