@@ -1,4 +1,11 @@
-"""Progress display: a tqdm bar on a terminal, plain lines otherwise (logs, CI)."""
+"""Progress display: a tqdm bar on a terminal, plain lines otherwise (logs, CI).
+
+``mode``: ``bar`` (tqdm; plain lines if tqdm is missing), ``lines`` (always plain lines on
+stdout), ``auto`` (a bar only when BOTH stdout and stderr are terminals: with either one
+redirected to a file, ``gdpo train > log`` or ``2> log``, the log gets plain lines, never
+carriage-return bar frames). A plain line is printed every ``max(1, total // 50)`` steps and
+at the last step.
+"""
 
 from __future__ import annotations
 
@@ -18,12 +25,18 @@ def _short(metrics: dict[str, float]) -> dict[str, str]:
     return out
 
 
+def on_terminal(*streams: Any) -> bool:
+    """Whether every stream is an interactive terminal (default: stdout and stderr)."""
+    streams = streams or (sys.stdout, sys.stderr)
+    return all(bool(getattr(s, "isatty", lambda: False)()) for s in streams)
+
+
 class Progress:
     """Shows each step's headline figures."""
 
     def __init__(self, total: int, start: int, mode: str = "auto", enabled: bool = True):
         self.total, self.enabled, self.bar = total, enabled, None
-        use_bar = mode == "bar" or (mode == "auto" and sys.stderr.isatty())
+        use_bar = mode == "bar" or (mode == "auto" and on_terminal())
         if enabled and use_bar:
             try:
                 from tqdm.auto import tqdm
