@@ -18,7 +18,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from gdpo.advantages import condition_reward
-from gdpo.errors import InputError
+from gdpo.errors import InputError, UserError, one_line
 from gdpo.rewards import registry
 
 
@@ -135,7 +135,12 @@ class RewardSet:
                 for key, value in extra_params.items():
                     if key in accepted and key not in params:
                         params[key] = value
-            fn = registry.get(spec.name, **params)
+            try:
+                fn = registry.get(spec.name, **params)
+            except UserError:
+                raise
+            except (ValueError, FileNotFoundError) as exc:  # the factory's own check of a value
+                raise InputError(f"reward {spec.name!r}: {one_line(str(exc))}") from exc
             default_floor = entry.floor
             cols = entry.columns
         floor = default_floor if spec.floor is None else float(spec.floor)
