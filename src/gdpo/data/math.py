@@ -183,16 +183,30 @@ def _math_row(record: dict[str, Any], prompt_style: PromptStyle) -> Row | None:
 # ---------------------------------------------------------------------------------------
 
 
+# Where the public files come from (no package carries them; see docs/evaluation.md).
+DATA_SOURCES = {
+    "deepscaler": "the DeepScaleR repository (agentica-project/deepscaler on GitHub), folder deepscaler/data: "
+                  "test/{aime,amc,math,minerva,olympiad_bench}.json and train/*.json",
+    "gsm8k": "the grade-school-math repository (openai/grade-school-math on GitHub), folder "
+             "grade_school_math/data: train.jsonl and test.jsonl",
+}
+
+
 def _data_dir(path: str | Path | None, folder: str, task: str) -> Path:
-    """``path`` if given, else ``<repo>/../shared/data/<folder>`` if present, else a clear error."""
+    """``path`` if given (it must exist), else ``<repo>/../shared/data/<folder>`` if present, else a clear error."""
+    source = DATA_SOURCES.get(task, "")
+    where = f" Get the files from {source}, then pass --task-param path=DIR." if source else ""
     if path is not None:
-        return Path(path).expanduser()
+        found = Path(path).expanduser()
+        if not found.exists():
+            raise FileNotFoundError(f"task {task!r}: path {str(found)!r} does not exist.{where}")
+        return found
     default = _SHARED_DATA / folder
     if default.exists():
         return default
     raise FileNotFoundError(
         f"task {task!r}: no path given and the default {str(default)!r} does not exist; "
-        f"pass path= (e.g. get_task({task!r}, path='/data/{folder}'))"
+        f"pass path= (e.g. get_task({task!r}, path='/data/{folder}')).{where}"
     )
 
 

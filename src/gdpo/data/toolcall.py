@@ -178,39 +178,55 @@ def _messages(prompt: Any, where: str) -> list[dict[str, str]]:
 def split_rows(rows: Sequence[Row], test_fraction: float, seed: int) -> tuple[list[Row], list[Row]]:
     """Shuffle ``rows`` with ``seed`` and cut off ``round(len * test_fraction)`` as the test split."""
     if not 0.0 <= float(test_fraction) < 1.0:
-        raise ValueError(f"test_fraction must be in [0, 1), got {test_fraction!r}")
+        raise ValueError(f"test_fraction must be in [0, 1) (the toolrl task also takes 1.0: every row is a test row), "
+                         f"got {test_fraction!r}")
     order = list(range(len(rows)))
     random.Random(seed).shuffle(order)
     n_test = round(len(rows) * float(test_fraction))
     return [rows[i] for i in order[n_test:]], [rows[i] for i in order[:n_test]]
 
 
+def _load_toolrl(path: Path, on_error: str) -> list[Row]:
+    loader = load_toolrl_parquet if path.suffix == ".parquet" else load_toolrl_sft
+    return loader(path, on_error=on_error)
+
+
 @register_task("toolrl")
 def toolrl_task(path: str | Path | None = None, test_fraction: float = 0.1, seed: int = 0,
-                on_error: str = "raise") -> Task:
+                on_error: str = "raise", test_path: str | Path | None = None) -> Task:
     """ToolRL's data (SFT ``.json``/``.jsonl`` or verl ``.parquet``), split into train/test by ``seed``.
 
-    ``path`` defaults to ``../shared/data/toolrl/rlla_sft.json`` beside the repository.
+    ``path`` defaults to ``../shared/data/toolrl/rlla_sft.json`` beside the repository (the
+    file read is in ``info["path"]``, which ``gdpo eval`` prints). ``test_path``: a separate
+    test file (ToolRL ships ``dataset/rlla_4k/train.parquet`` and ``test.parquet``); then
+    ``path`` is all train rows. ``test_fraction=1.0``: the whole file is the test split (to
+    evaluate every row of one file, e.g. ``--task-param path=test.parquet --task-param
+    test_fraction=1``).
     """
     if path is None:
         if not DEFAULT_TOOLRL_PATH.exists():
             raise FileNotFoundError(
                 f"the toolrl task found no data at the default {DEFAULT_TOOLRL_PATH}; pass path= to ToolRL's "
-                "rlla_sft.json (instruction/input/output records) or a verl parquet, e.g. "
-                "get_task('toolrl', path='data/rlla_sft.json')"
+                "rlla_sft.json (instruction/input/output records) or a verl parquet (ToolRL's "
+                "dataset/rlla_4k/train.parquet, test.parquet), e.g. get_task('toolrl', path='data/rlla_sft.json')"
             )
         path = DEFAULT_TOOLRL_PATH
     path = Path(path)
-    loader = load_toolrl_parquet if path.suffix == ".parquet" else load_toolrl_sft
-    rows = loader(path, on_error=on_error)
-    train, test = split_rows(rows, test_fraction, seed)
+    rows = _load_toolrl(path, on_error)
+    if test_path is not None:
+        train, test = rows, _load_toolrl(Path(test_path), on_error)
+    elif float(test_fraction) == 1.0:
+        train, test = [], list(rows)
+    else:
+        train, test = split_rows(rows, test_fraction, seed)
     return Task(
         name="toolrl",
         train=train,
         test=test,
         rewards=[dict(r) for r in DEFAULT_REWARDS],
         description="ToolRL tool-calling dialogues: <think>, then <tool_call> JSON lines and/or <response>",
-        info={"path": str(path), "rows": len(rows), "test_fraction": test_fraction, "seed": seed},
+        info={"path": str(path), "test_path": None if test_path is None else str(test_path), "rows": len(rows),
+              "test_fraction": test_fraction, "seed": seed},
     )
 
 
@@ -616,3 +632,7 @@ def toolcall_task(num_train: int = 1000, num_test: int = 200, seed: int = 0, num
         info={"source": "generated", "seed": seed, "num_train": num_train, "num_test": num_test,
               "num_tools": num_tools, "example": example, "tools": [t.name for t in TOOLS]},
     )
+
+
+# The BFCL task lives in its own module; importing it here registers it with the other tool tasks.
+from gdpo.data import bfcl as _bfcl  # noqa: E402,F401

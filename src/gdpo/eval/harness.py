@@ -20,7 +20,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from gdpo.data.bfcl import CATEGORIES as BFCL_ORDER
+from gdpo.data.bfcl import UNANSWERABLE
 from gdpo.eval import metrics as M
+from gdpo.eval.reference import REFERENCE_MODEL, reference_completions
 
 RESULTS = "results.jsonl"
 
@@ -37,12 +40,14 @@ class EvalSettings:
     temperature: float = 0.0  # 0 = greedy (then samples must be 1)
     top_p: float = 1.0
     max_new_tokens: int = 512
-    max_prompt_tokens: int = 2048
+    max_prompt_tokens: int = 2048  # longer prompts are cut from the left: a warning (or an error, see long_prompts)
+    long_prompts: str = "warn"  # "warn": log how many prompts are cut; "error": refuse to run
     length_limit: int | None = None  # tokens; default: the task's, else 4000 (the paper's l)
     limit: int | None = None  # first k prompts
     batch_size: int = 8  # prompts per generate call
     seed: int = 0
     breakdown: str | None = "auto"  # column to split metrics by (BFCL live/non-live...); auto: see BREAKDOWN_COLUMNS
+    rewards: list[Any] = field(default_factory=list)  # extra reward entries (--reward-config), beside the task's
 
     def check(self) -> None:
         """Raise ValueError naming a bad setting and how to fix it."""
@@ -53,7 +58,9 @@ class EvalSettings:
         if self.temperature == 0 and self.samples > 1:
             raise ValueError(f"--samples {self.samples} with --temperature 0: greedy decoding gives the same "
                              "completion every time; use a temperature > 0 (the paper: 0.6) or --samples 1")
-        for name in ("max_new_tokens", "batch_size"):
+        if self.long_prompts not in ("warn", "error"):
+            raise ValueError(f"--long-prompts {self.long_prompts!r}: use 'warn' (cut from the left, counted) or 'error'")
+        for name in ("max_new_tokens", "batch_size", "max_prompt_tokens"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} {getattr(self, name)}: must be >= 1")
         if self.limit is not None and self.limit < 1:
@@ -74,6 +81,10 @@ class EvalResult:
     seconds: float
     breakdown: str | None = None  # the column the per-group metrics are split by
     by_group: dict[str, dict[str, float]] = field(default_factory=dict)  # its value -> metrics
+    samples_per_second: float | None = None  # completions generated and scored per second in this call
+    by_category: dict[str, dict[str, float]] = field(default_factory=dict)  # BFCL: category -> metrics
+    bfcl: dict[str, float] = field(default_factory=dict)  # BFCL's summary figures (metrics.bfcl_summary)
+    long_prompts: int = 0  # prompts cut from the left in this call
 
 
 # Columns that say which slice of a benchmark a prompt belongs to, tried in this order when
@@ -135,18 +146,20 @@ def read_done(path: Path, rows: list[dict[str, Any]]) -> dict[int, dict[str, Any
 
 
 def score_prompt_batch(domain: str, reward_set: Any, completions: list[str], rows: list[dict[str, Any]],
-                       lengths: list[int], limit: int) -> list[dict[str, float]]:
+                       lengths: list[int], limit: int, ended: list[bool] | None = None) -> list[dict[str, float]]:
     """Per-sample metrics of a batch (samples of a prompt contiguous) -> one dict of lists per sample."""
     columns = {k: [row.get(k) for row in rows] for k in sorted({k for r in rows for k in r if k != "prompt"})}
-    if domain == "toolcall":
+    if domain == "bfcl":
+        scores = M.bfcl_metrics(completions, columns)
+    elif domain == "toolcall":
         scores = M.toolcall_metrics(completions, columns)
     elif domain == "math":
         scores = M.math_metrics(completions, columns, lengths, limit)
     elif domain == "code":
-        scores = M.code_metrics(completions, columns, lengths, limit)
+        scores = M.code_metrics(completions, columns, lengths, limit, ended)
     else:
         scores = {}
-    values = reward_set.score(completions, **columns).values  # [n, K]
+    values = reward_set.score(completions, **{**columns, "prompts": [r.get("prompt") for r in rows]}).values  # [n, K]
     for k, name in enumerate(reward_set.names):
         scores[f"reward/{name}"] = [float(v) for v in values[:, k]]
     return [{key: vals[i] for key, vals in scores.items()} for i in range(len(completions))]
@@ -170,25 +183,84 @@ def evaluate(settings: EvalSettings, output_dir: str | Path, *, model_and_tokeni
     results_path = out / RESULTS
     done = read_done(results_path, rows)
     todo = [i for i in range(len(rows)) if i not in done]
-    log(f"{settings.task}/{settings.split}: {len(rows)} prompts, {len(done)} done, {len(todo)} to go "
-        f"({settings.samples} sample(s) each)")
+    source = _source(task)
+    log(f"{settings.task}/{settings.split}: {len(rows)} prompts{f' from {source}' if source else ''}, "
+        f"{len(done)} done, {len(todo)} to go ({settings.samples} sample(s) each)")
+    rate, cut = None, 0
     if todo:
-        model, tokenizer = model_and_tokenizer or _load(settings)
-        reward_set = RewardSet.from_config(task.rewards, extra_params={"tokenizer": tokenizer})
+        reference = settings.model == REFERENCE_MODEL and model_and_tokenizer is None
+        model, tokenizer = (None, None) if reference else (model_and_tokenizer or _load(settings))
+        if not reference:
+            todo, cut = _order_and_check_prompts(tokenizer, rows, todo, settings, log)
+        reward_set = RewardSet.from_config([*task.rewards, *settings.rewards], extra_params={"tokenizer": tokenizer})
+        progress = Progress(len(todo) * settings.samples, log)
         with results_path.open("a") as fh:
             for first in range(0, len(todo), settings.batch_size):
                 batch = todo[first:first + settings.batch_size]
-                for record in run_batch(model, tokenizer, reward_set, domain, rows, batch, settings, limit):
+                records = (reference_batch(reward_set, domain, rows, batch, settings, limit) if reference else
+                           run_batch(model, tokenizer, reward_set, domain, rows, batch, settings, limit))
+                for record in records:
                     fh.write(json.dumps(record) + "\n")
                     done[record["index"]] = record
                 fh.flush()
-                log(f"  {len(done)}/{len(rows)} prompts")
+                progress.step(len(batch) * settings.samples, f"{len(done)}/{len(rows)} prompts")
+        rate = progress.rate()
     per_prompt = [done[i]["metrics"] for i in range(len(rows))]
     column = breakdown_column(rows, settings.breakdown)
     result = EvalResult(domain, M.aggregate(per_prompt), len(rows), len(todo), out, time.perf_counter() - start,
-                        column, metrics_by_group(rows, per_prompt, column))
+                        column, metrics_by_group(rows, per_prompt, column), rate, long_prompts=cut)
+    if domain == "bfcl":
+        groups = metrics_by_group(rows, per_prompt, "category")
+        result.by_category = {c: groups[c] for c in BFCL_ORDER if c in groups}
+        result.bfcl = M.bfcl_summary({c: (m["accuracy"], int(m["prompts"])) for c, m in result.by_category.items()})
     write_summary(result, settings, limit)
     return result
+
+
+def _source(task: Any) -> str:
+    """The file(s) a task read, from its info (logged so that a default path is never silent)."""
+    info = task.info or {}
+    parts = [str(info[k]) for k in ("path", "test_path", "source", "data") if info.get(k)]
+    return ", ".join(dict.fromkeys(parts))
+
+
+def _order_and_check_prompts(tokenizer: Any, rows: list[dict[str, Any]], todo: list[int], settings: EvalSettings,
+                             log: Callable[[str], None]) -> tuple[list[int], int]:
+    """Longest prompts first (batches of similar length pad little); warn or stop on prompts over the limit."""
+    from gdpo.rollout.hf import count_long_prompts
+
+    long = count_long_prompts(tokenizer, [rows[i] for i in todo], settings.max_prompt_tokens)
+    if long.count:
+        if settings.long_prompts == "error":
+            raise ValueError(f"{long.message()}; raise --max-prompt-tokens (to at least {long.longest}) or pass "
+                             "--long-prompts warn to run anyway")
+        log(f"warning: {long.message()}; raise --max-prompt-tokens to keep them whole")
+    order = sorted(range(len(todo)), key=lambda j: -long.lengths[j])
+    return [todo[j] for j in order], long.count
+
+
+class Progress:
+    """Plain progress lines: samples done, samples/s, time left; at most one per ``every`` seconds (and the last)."""
+
+    def __init__(self, total: int, log: Callable[[str], None], every: float = 2.0):
+        self.total, self.done, self.log, self.every = total, 0, log, every
+        self.start = self.last = time.perf_counter()
+
+    def step(self, samples: int, what: str) -> None:
+        self.done += samples
+        now = time.perf_counter()
+        if now - self.last < self.every and self.done < self.total:
+            return
+        self.last = now
+        elapsed = now - self.start
+        rate = self.done / elapsed if elapsed > 0 else float("inf")
+        left = (self.total - self.done) / rate if rate > 0 else float("nan")
+        self.log(f"  {self.done}/{self.total} samples ({what}), {rate:.2f} samples/s, {elapsed:.0f} s elapsed, "
+                 f"~{left:.0f} s left")
+
+    def rate(self) -> float | None:
+        elapsed = time.perf_counter() - self.start
+        return self.done / elapsed if self.done and elapsed > 0 else None
 
 
 def select_rows(task: Any, settings: EvalSettings) -> list[dict[str, Any]]:
@@ -232,15 +304,30 @@ def run_batch(model: Any, tokenizer: Any, reward_set: Any, domain: str, rows: li
     lengths = [int(n) for n in out.lengths.tolist()]
     eos = tokenizer.eos_token_id
     hit_eos = (out.completion_ids == eos).any(dim=1).tolist()
-    per_sample = score_prompt_batch(domain, reward_set, out.completions, out.rows, lengths, limit)
+    per_sample = score_prompt_batch(domain, reward_set, out.completions, out.rows, lengths, limit,
+                                    [bool(h) for h in hit_eos])
+    return _records(rows, indices, out.completions, lengths, per_sample, [bool(h) for h in hit_eos], settings.samples)
+
+
+def reference_batch(reward_set: Any, domain: str, rows: list[dict[str, Any]], indices: list[int],
+                    settings: EvalSettings, limit: int) -> list[dict[str, Any]]:
+    """The ``--model reference`` answers of ``indices``, scored like generated ones -> one record each."""
+    chosen = [rows[i] for i in indices]
+    completions, lengths = reference_completions(chosen, domain, settings.samples)
+    expanded = [row for row in chosen for _ in range(settings.samples)]
+    per_sample = score_prompt_batch(domain, reward_set, completions, expanded, lengths, limit)
+    return _records(rows, indices, completions, lengths, per_sample, [True] * len(completions), settings.samples)
+
+
+def _records(rows: list[dict[str, Any]], indices: list[int], completions: list[str], lengths: list[int],
+             per_sample: list[dict[str, float]], hit_eos: list[bool], n: int) -> list[dict[str, Any]]:
     records = []
-    n = settings.samples
     for j, index in enumerate(indices):
         span = slice(j * n, (j + 1) * n)
         samples = per_sample[span]
         metric_lists = {key: [s[key] for s in samples] for key in samples[0]}
         metric_lists["truncated"] = [0.0 if h else 1.0 for h in hit_eos[span]]
-        records.append({"index": index, "key": prompt_key(rows[index]), "completions": out.completions[span],
+        records.append({"index": index, "key": prompt_key(rows[index]), "completions": completions[span],
                         "lengths": lengths[span], "metrics": metric_lists})
     return records
 
@@ -263,13 +350,41 @@ def markdown_table(result: EvalResult, settings: EvalSettings) -> str:
         lines.append("| prompts | " + " | ".join(str(int(result.by_group[g]["prompts"])) for g in groups) + " |")
         lines += [f"| {s.label} | " + " | ".join(_pct(result.by_group[g].get(s.key)) for g in groups) + " |"
                   for s in specs]
+    lines += _bfcl_lines(result)
+    speed = f"{result.samples_per_second:.2f} samples/s" if result.samples_per_second else "nothing generated"
+    lines += ["", f"Speed (this call): {speed}; {result.seconds:.1f} s in all."]
+    if result.long_prompts:
+        lines.append(f"Warning: {result.long_prompts} prompt(s) over --max-prompt-tokens "
+                     f"{settings.max_prompt_tokens} were cut from the left.")
     return "\n".join(lines) + "\n"
+
+
+BFCL_FIGURES = (("overall", "overall (single-turn: mean of non-live, live, irrelevance)"),
+                ("non_live", "non-live AST (BFCL: unweighted mean)"), ("live", "live AST (BFCL: weighted by count)"),
+                ("simple", "simple AST (python, java, javascript: unweighted)"),
+                ("irrelevance", "irrelevance (mean of non-live and live)"), ("relevance", "live relevance"))
+
+
+def _bfcl_lines(result: EvalResult) -> list[str]:
+    """BFCL's summary figures and the per-category accuracy, next to the leaderboard's columns."""
+    if not result.by_category:
+        return []
+    lines = ["", "BFCL summary (over the categories run):", "", "| figure | accuracy % |", "|---|---|"]
+    lines += [f"| {label} | {_pct(result.bfcl[key])} |" for key, label in BFCL_FIGURES if key in result.bfcl]
+    lines += ["", "By BFCL category:", "", "| category | entries | accuracy % | format % |", "|---|---|---|---|"]
+    lines += [f"| {c} | {int(m['prompts'])} | {_pct(m.get('accuracy'))} | {_pct(m.get('format'))} |"
+              for c, m in result.by_category.items()]
+    return lines + ["", f"No answer passes BFCL's checker on {len(UNANSWERABLE)} BFCL entries (simple_java 2, "
+                        "live_simple 2, live_multiple 3: gdpo.data.bfcl.UNANSWERABLE); they count as failures, as in "
+                        "BFCL."]
 
 
 def write_summary(result: EvalResult, settings: EvalSettings, limit: int) -> None:
     summary = {"settings": asdict(settings), "domain": result.domain, "length_limit": limit,
                "num_prompts": result.num_prompts, "metrics": result.metrics,
-               "breakdown": result.breakdown, "by_group": result.by_group}
+               "breakdown": result.breakdown, "by_group": result.by_group,
+               "samples_per_second": result.samples_per_second, "seconds": result.seconds,
+               "long_prompts_cut": result.long_prompts, "by_category": result.by_category, "bfcl": result.bfcl}
     (result.output_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     (result.output_dir / "summary.md").write_text(markdown_table(result, settings))
 

@@ -2,6 +2,9 @@
 
 The program is the LAST fenced Python block of the completion (```python, ```py, ```python3
 or a bare ```); a block whose closing fence is missing (a truncated generation) does not count.
+For HumanEval-style rows (a ``check`` case with a ``prefix``) a completion without a fence is
+read in HumanEval's own format, a function body continuing the prompt
+(:mod:`gdpo.rewards.code_program`).
 
 The ``tests`` column (a list/dict, or its JSON string) holds the test cases, in any of these
 shapes (see ``docs/sandbox.md``):
@@ -15,7 +18,8 @@ shapes (see ``docs/sandbox.md``):
 * HumanEval-style checks: ``{"check": "<source defining check(candidate)>", "entry_point": "f",
   "prefix": "<code run before the program, e.g. the HumanEval prompt>"}``; one case, passed when
   ``check`` returns without an ``AssertionError``. The columns ``test`` + ``entry_point`` (the raw
-  HumanEval fields) work too when ``tests`` is absent.
+  HumanEval fields, with ``prompt`` as the prefix when it is the HumanEval prompt text) work
+  too when ``tests`` is absent; with neither, the rewards raise ``MissingColumnError``.
 
 Rewards (all floor 0):
 
@@ -43,13 +47,13 @@ from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Any
 
+from gdpo.rewards.code_program import extract_program
 from gdpo.rewards.registry import register_reward, register_reward_factory
 from gdpo.rewards.text import completion_text
 from gdpo.rewards.sandbox import RunResult, SandboxLimits, run_program
 
 BUG_STATUSES = frozenset({"runtime_error", "compile_error", "memory", "killed"})
 _RESULT_MARKER = "\n__gdpo_result__ "
-_FENCE = re.compile(r"```[ \t]*(python3?|py)?[ \t]*\r?\n(.*?)```", re.DOTALL | re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -103,17 +107,10 @@ class Evaluation:
         return not any(status in BUG_STATUSES for status in self.statuses)
 
 
-# -- program extraction -----------------------------------------------------------------------
-
-def extract_program(completion: str) -> str | None:
-    """The last closed ```python / ``` block of ``completion``; None when there is none."""
-    blocks = [m.group(2) for m in _FENCE.finditer(completion or "")]
-    return blocks[-1] if blocks else None
-
-
 # -- test-case parsing ------------------------------------------------------------------------
 
-def parse_tests(tests: Any, test: str | None = None, entry_point: str | None = None) -> tuple[TestCase, ...]:
+def parse_tests(tests: Any, test: str | None = None, entry_point: str | None = None,
+                prefix: str | None = None) -> tuple[TestCase, ...]:
     """Normalize a row's test cases (see module doc) into a tuple of :class:`TestCase`."""
     if isinstance(tests, str):
         try:
@@ -122,7 +119,7 @@ def parse_tests(tests: Any, test: str | None = None, entry_point: str | None = N
             raise ValueError(f"tests column is a string but not JSON ({exc}): {tests[:80]!r}") from None
     if tests is None or tests == [] or tests == {}:
         if test and entry_point:
-            return (TestCase("check", check=test, fn_name=entry_point),)
+            return (TestCase("check", check=test, fn_name=entry_point, prefix=prefix or ""),)
         return ()
     items = tests if isinstance(tests, list) else [tests]
     cases: list[TestCase] = []
@@ -273,13 +270,19 @@ def _evaluate_cached(program: str, cases: tuple[TestCase, ...], limits: SandboxL
     return Evaluation(tuple(p for p, _ in outcomes), tuple(s for _, s in outcomes))
 
 
-def _evaluations(completions: list[str], tests, test, entry_point) -> list[Evaluation | None]:
+def _evaluations(completions: list[str], tests, test, entry_point, prompt=None) -> list[Evaluation | None]:
     """One Evaluation per completion (completions run concurrently); None where a row has no tests."""
     n = len(completions)
+    if tests is None and (test is None or entry_point is None):
+        from gdpo.rewards.reward_set import MissingColumnError
+
+        raise MissingColumnError("the code rewards need a 'tests' column, or HumanEval's 'test' and 'entry_point' "
+                                 "columns; the data has neither")
+    prefixes = [p if isinstance(p, str) else None for p in (prompt if prompt is not None else [None] * n)]
     tests = tests if tests is not None else [None] * n
     test = test if test is not None else [None] * n
     entry_point = entry_point if entry_point is not None else [None] * n
-    jobs = [_job(c, t, tt, e) for c, t, tt, e in zip(completions, tests, test, entry_point)]
+    jobs = [_job(c, t, tt, e, p) for c, t, tt, e, p in zip(completions, tests, test, entry_point, prefixes)]
     if _SETTINGS.workers > 1 and sum(callable(j) for j in jobs) > 1:
         with ThreadPoolExecutor(max_workers=_SETTINGS.workers) as pool:
             futures = [pool.submit(j) if callable(j) else None for j in jobs]
@@ -287,12 +290,13 @@ def _evaluations(completions: list[str], tests, test, entry_point) -> list[Evalu
     return [j() if callable(j) else j for j in jobs]
 
 
-def _job(completion: str, row_tests: Any, row_test: Any, row_entry: Any):
+def _job(completion: str, row_tests: Any, row_test: Any, row_entry: Any, row_prompt: str | None = None):
     """An Evaluation now (no tests / no program), or a thunk that runs the program."""
-    cases = parse_tests(row_tests, row_test, row_entry)
+    cases = parse_tests(row_tests, row_test, row_entry, row_prompt)
     if not cases:
         return None
-    program = extract_program(completion_text(completion))
+    prefix = cases[0].prefix if cases[0].kind == "check" else None
+    program = extract_program(completion_text(completion), prefix)
     if program is None:
         return Evaluation((False,) * len(cases), ("no_program",) * len(cases))
     return lambda: evaluate_program(program, cases)
@@ -300,16 +304,18 @@ def _job(completion: str, row_tests: Any, row_test: Any, row_entry: Any):
 
 # -- rewards ----------------------------------------------------------------------------------
 
-@register_reward("code_pass_rate", floor=0.0, columns=("tests",))
-def code_pass_rate(completions: list[str], tests=None, test=None, entry_point=None, **_: Any) -> list[float | None]:
+@register_reward("code_pass_rate", floor=0.0)
+def code_pass_rate(completions: list[str], tests=None, test=None, entry_point=None, prompt=None,
+                   **_: Any) -> list[float | None]:
     """Fraction of test cases the completion's last python block passes, in [0, 1]."""
-    return [None if e is None else e.pass_rate for e in _evaluations(completions, tests, test, entry_point)]
+    return [None if e is None else e.pass_rate for e in _evaluations(completions, tests, test, entry_point, prompt)]
 
 
-@register_reward("code_bug_free", floor=0.0, columns=("tests",))
-def code_bug_free(completions: list[str], tests=None, test=None, entry_point=None, **_: Any) -> list[float | None]:
+@register_reward("code_bug_free", floor=0.0)
+def code_bug_free(completions: list[str], tests=None, test=None, entry_point=None, prompt=None,
+                  **_: Any) -> list[float | None]:
     """1 when no test run ends in a runtime/compile/memory error or a crash; 0 without a program."""
-    evaluations = _evaluations(completions, tests, test, entry_point)
+    evaluations = _evaluations(completions, tests, test, entry_point, prompt)
     return [None if e is None else float(e.bug_free and "no_program" not in e.statuses) for e in evaluations]
 
 
@@ -344,14 +350,14 @@ def make_code_length(max_tokens: int = 4000, tokenizer: Any = None):
     return code_length
 
 
-@register_reward_factory("code_length_if_passed", floor=0.0, columns=("tests",))
+@register_reward_factory("code_length_if_passed", floor=0.0)
 def make_code_length_if_passed(max_tokens: int = 4000, tokenizer: Any = None):
     """1 when the completion is within ``max_tokens`` tokens AND passes every test case."""
     limit = _check_max_tokens(max_tokens)
 
-    def code_length_if_passed(completions: list[str], tests=None, test=None, entry_point=None,
+    def code_length_if_passed(completions: list[str], tests=None, test=None, entry_point=None, prompt=None,
                               **_: Any) -> list[float | None]:
-        evaluations = _evaluations(completions, tests, test, entry_point)
+        evaluations = _evaluations(completions, tests, test, entry_point, prompt)
         return [None if e is None else float(e.pass_rate == 1.0 and count_tokens(c, tokenizer) <= limit)
                 for c, e in zip(completions, evaluations)]
 
