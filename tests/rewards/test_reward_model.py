@@ -205,3 +205,38 @@ def test_gdpo_score_cli_with_a_param(rm_dir, reference, tmp_path, capsys):
     got = [r["scores"]["reward_model"] for r in rows]
     assert got == pytest.approx([direct_score(reference, PROMPT, c, 1) for c in COMPLETIONS[:3]], abs=1e-5)
     assert "| reward_model |" in capsys.readouterr().out
+
+
+def test_gdpo_eval_with_a_reward_config(rm_dir, reference, tmp_path, capsys):
+    from gdpo.data import get_task
+
+    cfg = tmp_path / "rewards.yaml"
+    cfg.write_text(f"- {{name: reward_model, params: {{model: {rm_dir}, label: 1}}}}\n")
+    out = tmp_path / "eval"
+    code = main(["eval", "--model", "tiny", "--task", "math", "--limit", "2", "--max-new-tokens", "4",
+                 "--reward-config", str(cfg), "--output", str(out)])
+    assert code == 0, capsys.readouterr().err
+    summary = json.loads((out / "summary.json").read_text())
+    assert "reward/reward_model" in summary["metrics"] and "reward/math_format" in summary["metrics"]
+    rows = get_task("math").test
+    for line in (out / "results.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        prompt = rows[record["index"]]["prompt"]
+        (completion,) = record["completions"]
+        want = direct_score(reference, prompt, completion, 1)  # the RM read the prompt, not just the completion
+        assert record["metrics"]["reward/reward_model"] == pytest.approx([want], abs=1e-5)
+
+
+@pytest.mark.parametrize("text, words", [
+    ("- {name: reward_model, params: {model: /no/such/rm}}\n", "no such folder"),
+    ("- {name: reward_modle}\n", "reward_model"),
+    ("{name: reward_model}\n", "expected a non-empty list"),
+])
+def test_gdpo_eval_refuses_a_bad_reward_config_before_loading(tmp_path, capsys, text, words):
+    cfg = tmp_path / "rewards.yaml"
+    cfg.write_text(text)
+    code = main(["eval", "--model", str(tmp_path / "no-model-here"), "--task", "math", "--reward-config", str(cfg),
+                 "--output", str(tmp_path / "eval")])
+    err = capsys.readouterr().err
+    assert code == 2 and words in err and "Traceback" not in err
+    assert "no-model-here" not in err  # the reward config failed first, before the model was looked at

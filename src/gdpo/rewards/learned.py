@@ -22,11 +22,13 @@ import threading
 from pathlib import Path
 from typing import Any, Callable, Mapping, NamedTuple, Sequence
 
+from gdpo.errors import InputError
+
 DTYPES = ("float32", "bfloat16", "float16", "auto")  # "auto": bfloat16 on a CUDA device, else float32
 
 
-class LearnedRewardError(ValueError):
-    """A learned reward's option is wrong; the message says which and how to fix it."""
+class LearnedRewardError(InputError):
+    """A learned reward's option is wrong; the message says which and how to fix it (a ValueError)."""
 
 
 def fail(reward: str, key: str, value: Any, fix: str) -> LearnedRewardError:
@@ -174,3 +176,34 @@ def precheck(entries: Sequence[Mapping[str, Any] | str]) -> None:
         check = getattr(builder, "check_params", None)
         if check is not None:
             check(**dict(item.get("params") or {}))
+
+
+def load_reward_config(path: str | os.PathLike | None) -> list[Any]:
+    """Reward entries from a YAML file (``gdpo eval --reward-config``), checked, nothing loaded.
+
+    The file holds a list of entries (``[{name: reward_model, params: {model: PATH}}]``) or a
+    mapping with a ``rewards:`` list (a training config works as is). None -> [].
+    """
+    if path is None:
+        return []
+    import yaml
+
+    from gdpo.schema import check_reward_entry
+
+    where = f"--reward-config {str(path)!r}"
+    file = Path(path)
+    if not file.is_file():
+        raise InputError(f"{where}: no such file; give a YAML file with a list of reward entries")
+    try:
+        data = yaml.safe_load(file.read_text())
+    except yaml.YAMLError as exc:
+        raise InputError(f"{where}: not valid YAML ({' '.join(str(exc).split())})") from None
+    if isinstance(data, Mapping) and "rewards" in data:
+        data = data["rewards"]
+    if not isinstance(data, list) or not data:
+        raise InputError(f"{where}: expected a non-empty list of reward entries, e.g. "
+                         f"[{{name: reward_model, params: {{model: path/to/rm}}}}], got {data!r:.60}")
+    for i, item in enumerate(data):
+        check_reward_entry(item, f"{where}[{i}]")
+    precheck(data)
+    return data
