@@ -15,8 +15,9 @@ from gdpo.train.config import (
 from gdpo.train.config_io import apply_overrides
 
 CONFIG_ROOT = Path(__file__).resolve().parents[2] / "configs"
-# configs/accelerate holds launcher files, not run configs (tests/train/test_accelerate_configs.py)
-CONFIGS = sorted(p for p in CONFIG_ROOT.rglob("*.yaml") if p.parent.name != "accelerate")
+# configs/accelerate holds launcher files (tests/train/test_accelerate_configs.py) and configs/sft
+# `gdpo sft` configs (tests/train/test_sft*.py), not `gdpo train` configs
+CONFIGS = sorted(p for p in CONFIG_ROOT.rglob("*.yaml") if p.parent.name not in ("accelerate", "sft"))
 
 
 def test_defaults_are_the_embedded_model_on_the_toy_task():

@@ -240,7 +240,7 @@ def train_command(base_config: Path, spec: RunSpec, resume: bool) -> list[str]:
     cmd = [sys.executable, "-m", "gdpo", "train", "--config", str(base_config),
            "--output-dir", str(spec.output_dir), "--set", f"method={spec.method}", "--set", f"seed={spec.seed}",
            "--set", "logging.progress=lines"]
-    return cmd + (["--resume"] if resume else [])
+    return cmd + (["--resume"] if resume else ["--overwrite"])  # no checkpoint yet: start afresh
 
 
 def child_environment(parallel: int) -> dict[str, str]:

@@ -22,6 +22,37 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+@contextlib.contextmanager
+def reproducible_mode(enabled: bool):
+    """``reproducible: true``: one intra-op CPU thread and torch's deterministic algorithms.
+
+    With several threads a CPU reduction may add its terms in another order from run to run, so
+    two runs of the same seed drift apart in the last bits (1e-7 after a few steps); one thread
+    and deterministic kernels make reruns and resumes bit-identical. On CUDA it also asks cuBLAS
+    for a fixed workspace (``CUBLAS_WORKSPACE_CONFIG``, read when cuBLAS starts) and turns off
+    cuDNN autotuning; ops without a deterministic kernel warn instead of failing. The previous
+    settings come back when the run ends.
+    """
+    if not enabled:
+        yield
+        return
+    import os
+
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    saved = (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled(),
+             torch.is_deterministic_algorithms_warn_only_enabled(), torch.backends.cudnn.benchmark,
+             torch.backends.cudnn.deterministic)
+    torch.set_num_threads(1)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = False, True
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved[0])
+        torch.use_deterministic_algorithms(saved[1], warn_only=saved[2])
+        torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = saved[3], saved[4]
+
+
 def device_for(info: dist.DistInfo) -> torch.device:
     return torch.device(f"cuda:{info.local_rank}") if torch.cuda.is_available() else torch.device("cpu")
 
@@ -132,4 +163,5 @@ def update_settings(cfg: TrainConfig) -> UpdateSettings:
         beta=lo.beta, kl_estimator=lo.kl_estimator, entropy_coef=lo.entropy_coef,
         ppo_epochs=up.ppo_epochs, num_minibatches=up.num_minibatches, micro_batch_size=up.micro_batch_size,
         max_grad_norm=cfg.optim.max_grad_norm, temperature=cfg.rollout.temperature,
+        on_nonfinite=cfg.optim.on_nonfinite,
     )

@@ -6,6 +6,10 @@ Examples::
     gdpo train --config configs/smoke.yaml --output-dir runs/smoke
     gdpo train --config configs/smoke.yaml --set method=grpo --set optim.lr=3e-3
     gdpo train --output-dir runs/smoke --resume   # continue from the last checkpoint
+    gdpo train --config configs/smoke.yaml --output-dir runs/smoke --overwrite   # replace that run
+
+Exit codes: 0 done; 2 a config / output-folder error (nothing was written); 3 a NaN / inf the
+run could not skip; 130 / 143 stopped by SIGINT / SIGTERM after a checkpoint (resume it).
     torchrun --nproc_per_node 2 -m gdpo train --config configs/smoke.yaml
 """
 
@@ -15,6 +19,8 @@ import argparse
 import os
 import sys
 
+EXIT_NONFINITE = 3  # the run met a NaN / inf it could not skip (optim.on_nonfinite); config errors exit 2
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", "-c", help="YAML config file (default: built-in defaults; with --resume "
@@ -22,7 +28,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output-dir", "-o", help="overrides output_dir of the config")
     parser.add_argument("--set", "-s", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
                         help="override a config field, e.g. --set optim.lr=1e-5 (repeatable; value is YAML)")
-    parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint in the output dir")
+    parser.add_argument("--resume", action="store_true", help="continue the run in the output dir from its last "
+                                                             "checkpoint (needs <output-dir>/config.yaml)")
+    parser.add_argument("--overwrite", action="store_true", help="the output dir holds a run: delete what the "
+                                                                "trainer wrote there and start afresh")
     parser.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
 
 
@@ -30,6 +39,9 @@ def run(args: argparse.Namespace) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # model hubs are never contacted
     from gdpo.train.config import ConfigError, config_to_dict, load_config
     from gdpo.train.loop import load_and_train
+    from gdpo.train.run_folder import RunFolderError
+    from gdpo.train.stop import signal_name
+    from gdpo.train.update import NonFiniteError
 
     overrides = list(args.overrides)
     if args.print_config:
@@ -43,11 +55,23 @@ def run(args: argparse.Namespace) -> int:
         print(yaml.safe_dump(config_to_dict(cfg), sort_keys=False), end="")
         return 0
     try:
-        result = load_and_train(args.config, overrides, args.output_dir, args.resume)
+        result = load_and_train(args.config, overrides, args.output_dir, args.resume, args.overwrite)
+    except RunFolderError as exc:
+        print(f"gdpo train: {exc}", file=sys.stderr)
+        return 2
     except ConfigError as exc:
         print(f"gdpo train: config error: {exc}", file=sys.stderr)
         return 2
-    if result.history and os.environ.get("RANK", "0") == "0":
+    except NonFiniteError as exc:
+        print(f"gdpo train: {exc}", file=sys.stderr)
+        return EXIT_NONFINITE
+    main = os.environ.get("RANK", "0") == "0"
+    if result.stopped_by:
+        if main:
+            print(f"stopped at step {result.steps_done} by {signal_name(result.stopped_by)}; checkpoint saved; "
+                  f"resume with: gdpo train -o {result.output_dir} --resume", file=sys.stderr)
+        return 128 + result.stopped_by  # the shell's convention: 130 = SIGINT, 143 = SIGTERM
+    if result.history and main:
         from gdpo.train.summary import summarize_run
 
         summary = summarize_run(result.output_dir)

@@ -8,15 +8,66 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
-from typing import Any, Literal, Union
+from typing import Any, Literal, NamedTuple, Union
 
 import yaml
 
+from gdpo.errors import UserError
 
-class ConfigError(ValueError):
+
+class ConfigError(UserError, ValueError):
     """A config key or value is wrong; the message names it and says how to fix it."""
+
+
+class Range(NamedTuple):
+    """The valid values of a numeric config field: finite numbers between ``low`` and ``high``.
+
+    NaN and inf are never inside (``high=inf`` means "no upper bound", not "inf allowed").
+
+    >>> str(Range(0, low_open=True)), str(Range(2)), str(Range(0, 1, high_open=True))
+    ('> 0', '>= 2', 'in [0, 1)')
+    >>> Range(0, 1).contains(1.0), Range(0).contains(float("nan")), Range(0).contains(float("inf"))
+    (True, False, False)
+    """
+
+    low: float = -math.inf
+    high: float = math.inf
+    low_open: bool = False
+    high_open: bool = False
+    fix: str = ""  # a hint added to the error, e.g. "null = no clipping"
+
+    def contains(self, x: float) -> bool:
+        if not math.isfinite(x):
+            return False
+        above = x > self.low if self.low_open else x >= self.low
+        below = x < self.high if self.high_open else x <= self.high
+        return above and below
+
+    def __str__(self) -> str:
+        lo, hi = _num(self.low), _num(self.high)
+        if math.isinf(self.high):
+            return f"{'>' if self.low_open else '>='} {lo}"
+        if math.isinf(self.low):
+            return f"{'<' if self.high_open else '<='} {hi}"
+        return f"in {'(' if self.low_open else '['}{lo}, {hi}{')' if self.high_open else ']'}"
+
+    def error(self, key: str, value: Any) -> ConfigError:
+        """The error for ``key = value`` outside the range (names the field and the valid values)."""
+        what = "is not a finite number" if not math.isfinite(value) else "is out of range"
+        hint = f" ({self.fix})" if self.fix else ""
+        return ConfigError(f"{key} = {value!r} {what}; it must be {self}{hint}")
+
+
+def _num(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else repr(float(x))
+
+
+POSITIVE = Range(0, low_open=True)  # > 0
+AT_LEAST_0 = Range(0)  # >= 0
+AT_LEAST_1 = Range(1)  # >= 1
 
 
 def _suggest(word: str, choices: typing.Iterable[str]) -> str:
@@ -109,6 +160,42 @@ def _scalar(tp: type, value: Any, path: str) -> Any:
             return value
         raise ConfigError(f"{path} = {value!r} must be a string (quote it in YAML)")
     raise ConfigError(f"{path}: unsupported field type {tp!r}")  # pragma: no cover - a bug in the schema
+
+
+def check_numbers(cfg: Any, path: str = "") -> None:
+    """Every number of the dataclass tree ``cfg`` inside its field's :class:`Range` (NaN/inf never).
+
+    Walks int and float fields (also ``X | None`` and ``list[float]``) and nested dataclasses; a
+    numeric field without a range is a schema bug (tests require one on every field).
+    """
+    hints = typing.get_type_hints(type(cfg))
+    for f in dataclasses.fields(cfg):
+        key, value = _join(path, f.name), getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            check_numbers(value, key)
+            continue
+        valid = f.metadata.get("valid")
+        if valid is None or value is None:
+            continue
+        is_list = typing.get_origin(hints[f.name]) is list
+        for i, x in enumerate(value if is_list else [value]):
+            if isinstance(x, (int, float)) and not isinstance(x, bool) and not valid.contains(x):
+                raise valid.error(f"{key}[{i}]" if is_list else key, x)
+
+
+def numeric_fields(cls: type, prefix: str = "") -> list[tuple[str, Any]]:
+    """(dotted key, Range or None) of every int / float / list[float] field, nested sections included."""
+    rows = []
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        key, tp = _join(prefix, f.name), hints[f.name]
+        inner = [a for a in typing.get_args(tp) if a is not type(None)] or [tp]
+        nested = next((a for a in inner if dataclasses.is_dataclass(a)), None)
+        if nested is not None:
+            rows.extend(numeric_fields(nested, key))
+        elif any(a in (int, float) or typing.get_args(a) in ((int,), (float,)) for a in inner):
+            rows.append((key, f.metadata.get("valid")))
+    return rows
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:

@@ -83,11 +83,21 @@ def all_gather_objects(obj: Any, info: DistInfo) -> list[Any]:
 
 
 def all_reduce_sum(x: torch.Tensor, info: DistInfo) -> torch.Tensor:
-    """Sum of ``x`` over processes (a copy)."""
-    x = x.detach().clone()
-    if info.enabled:
-        dist.all_reduce(x, op=dist.ReduceOp.SUM)
-    return x
+    """Sum of ``x`` over processes (a copy, on ``x``'s device)."""
+    return _all_reduce(x, info, dist.ReduceOp.SUM) if info.enabled else x.detach().clone()
+
+
+def all_reduce_max(x: torch.Tensor, info: DistInfo) -> torch.Tensor:
+    """Elementwise maximum of ``x`` over processes (a copy, on ``x``'s device)."""
+    return _all_reduce(x, info, dist.ReduceOp.MAX) if info.enabled else x.detach().clone()
+
+
+def _all_reduce(x: torch.Tensor, info: DistInfo, op) -> torch.Tensor:
+    y = x.detach().clone()
+    if dist.get_backend() == "nccl" and not y.is_cuda:  # nccl reduces CUDA tensors only
+        y = y.to(f"cuda:{info.local_rank}")
+    dist.all_reduce(y, op=op)
+    return y.to(x.device)
 
 
 def barrier(info: DistInfo) -> None:

@@ -7,10 +7,12 @@
         batch       = our block of samples, old / reference logprobs when needed
         figures     = update_policy(...)   # epochs x minibatches of clipped-surrogate steps
         log, sample, evaluate, checkpoint
+        SIGTERM / SIGINT seen by any process -> checkpoint this step and return (stopped_by)
 """
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,7 @@ import torch
 from gdpo.train import dist
 from gdpo.train.build import (
     device_for,
+    reproducible_mode,
     seed_everything,
     update_settings,
 )
@@ -28,8 +31,10 @@ from gdpo.train.fsdp import full_parameters
 from gdpo.train.metrics import advantage_metrics, length_metrics, reward_metrics
 from gdpo.rollout.hf import Rollout
 from gdpo.train.scoring import ScoredBatch, score_and_normalize
+from gdpo.train.run_folder import check_run_folder
 from gdpo.train.session import Session, TrainResult, open_session
-from gdpo.train.update import UpdateBatch, batched_logprobs, update_policy
+from gdpo.train.stop import StopSignals
+from gdpo.train.update import NonFiniteError, UpdateBatch, batched_logprobs, update_policy
 
 
 def as_config(config: TrainConfig | dict | str | Path | None, overrides: list[str] | None = None) -> TrainConfig:
@@ -41,24 +46,37 @@ def as_config(config: TrainConfig | dict | str | Path | None, overrides: list[st
 
 
 def train(config: TrainConfig | dict | str | Path | None = None, *, overrides: list[str] | None = None,
-          resume: bool = False) -> TrainResult:
-    """Train as ``config`` says (a TrainConfig, a dict, a YAML path, or None = defaults)."""
+          resume: bool = False, overwrite: bool = False) -> TrainResult:
+    """Train as ``config`` says (a TrainConfig, a dict, a YAML path, or None = defaults).
+
+    An ``output_dir`` that holds a run is refused (RunFolderError) unless ``resume`` continues
+    it or ``overwrite`` replaces it. SIGTERM / SIGINT stop the run after the current step with a
+    checkpoint (``TrainResult.stopped_by``); a NaN / inf it cannot skip raises NonFiniteError.
+    """
     cfg = as_config(config, overrides)
     info = dist.setup()
     try:
-        return _run(cfg, info, resume)
+        with reproducible_mode(cfg.reproducible), StopSignals() as signals:
+            return _run(cfg, info, resume, overwrite, signals)
     finally:
         dist.teardown(info)
 
 
-def _run(cfg: TrainConfig, info: dist.DistInfo, resume: bool) -> TrainResult:
+def _run(cfg: TrainConfig, info: dist.DistInfo, resume: bool, overwrite: bool, signals: StopSignals) -> TrainResult:
     seed_everything(cfg.seed)
     device = device_for(info)
-    s = open_session(cfg, info, device, resume)  # task, policy, rewards, optimizer, logger, restored state
+    s = open_session(cfg, info, device, resume, overwrite)  # task, policy, rewards, optimizer, logger, restored state
+    try:
+        return _steps(cfg, info, s, signals)
+    finally:
+        s.close()
+
+
+def _steps(cfg: TrainConfig, info: dist.DistInfo, s: Session, signals: StopSignals) -> TrainResult:
     seed_offset_rng(cfg, info, s.resumed)
     settings = update_settings(cfg)
     autocast = s.autocast  # chosen once by the session (model.dtype)
-    history = []
+    history, skipped_in_a_row = [], 0
     for step in range(s.start_step + 1, cfg.steps + 1):
         t0 = time.perf_counter()
         rows = s.prompts_for_step()
@@ -72,14 +90,44 @@ def _run(cfg: TrainConfig, info: dist.DistInfo, resume: bool) -> TrainResult:
                                      dynamic_sampling=cfg.update.dynamic_sampling, info=info)
         batch = make_update_batch(cfg, s, rollout, scored, autocast)
         if scored.keep.any():
-            figures = update_policy(s.policy.model, s.optimizer, s.scheduler, batch, settings, info, autocast)
+            figures = update(s, batch, settings, info, autocast, step)
         else:
             figures = {"update/skipped": 1.0}  # dynamic sampling dropped every group
+        skipped_in_a_row = check_nonfinite(figures, step, cfg, s, skipped_in_a_row)
         elapsed = time.perf_counter() - t0
         metrics = step_metrics(scored, rollout, figures, elapsed, t_gen, cfg)
         history.append({"step": step, **metrics})
         s.after_step(step, metrics, rollout, scored)
+        signum = signals.agreed(info) if step < cfg.steps else 0  # every process stops after the same step
+        if signum:
+            return s.stop(step, signum, history)
     return s.finish(history)
+
+
+def update(s: Session, batch: UpdateBatch, settings, info: dist.DistInfo, autocast, step: int) -> dict[str, float]:
+    """The policy update of ``step``; a NaN / inf that stops the run is reported with the step."""
+    try:
+        return update_policy(s.policy.model, s.optimizer, s.scheduler, batch, settings, info, autocast)
+    except NonFiniteError as exc:
+        raise NonFiniteError(f"step {step}: {exc}; the newest checkpoint (step {s.saved_step}) is intact") from None
+
+
+def check_nonfinite(figures: dict[str, float], step: int, cfg: TrainConfig, s: Session, in_a_row: int) -> int:
+    """Count steps whose every optimizer step was skipped (NaN / inf); stop after nonfinite_patience."""
+    skipped = figures.get("update/nonfinite_skipped", 0.0)
+    if not skipped:
+        return 0
+    total = cfg.update.ppo_epochs * cfg.update.num_minibatches
+    if s.info.is_main:
+        print(f"[gdpo] step {step}: gradient norm not finite; {int(skipped)} of {total} optimizer steps "
+              f"skipped (optim.on_nonfinite=skip)", file=sys.stderr, flush=True)
+    in_a_row = in_a_row + 1 if skipped == total else 0
+    if in_a_row >= cfg.optim.nonfinite_patience:
+        raise NonFiniteError(
+            f"step {step}: every optimizer step of the last {in_a_row} steps had a NaN / inf gradient norm "
+            f"(optim.nonfinite_patience={cfg.optim.nonfinite_patience}); the run stopped, the newest checkpoint "
+            f"(step {s.saved_step}) is intact; lower optim.lr or check the rewards")
+    return in_a_row
 
 
 def seed_offset_rng(cfg: TrainConfig, info: dist.DistInfo, resumed: bool) -> None:
@@ -126,13 +174,17 @@ def step_metrics(scored: ScoredBatch, rollout: Rollout, figures: dict[str, float
     return out
 
 
-def load_and_train(path: str | None, overrides: list[str], output_dir: str | None, resume: bool) -> TrainResult:
-    """The CLI's entry: a config file (or the saved one when resuming), overrides, output dir."""
+def load_and_train(path: str | None, overrides: list[str], output_dir: str | None, resume: bool,
+                   overwrite: bool = False) -> TrainResult:
+    """The CLI's entry: a config file (or, resuming without one, the run's config.yaml), overrides,
+    output dir. Resuming a folder without config.yaml is refused before anything loads."""
     if output_dir:
         overrides = [*overrides, f"output_dir={output_dir}"]
-    if path is None and resume and output_dir and (Path(output_dir) / "config.yaml").is_file():
-        path = str(Path(output_dir) / "config.yaml")
-    return train(load_config(path, overrides), resume=resume)
+    if path is None and resume:
+        folder = Path(output_dir or TrainConfig().output_dir)
+        check_run_folder(folder, resume=True, overwrite=overwrite)
+        path = str(folder / "config.yaml")
+    return train(load_config(path, overrides), resume=resume, overwrite=overwrite)
 
 
 __all__ = ["TrainResult", "as_config", "load_and_train", "train"]

@@ -10,7 +10,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import yaml
 
 from gdpo.data.base import Task, get_task
 from gdpo.rewards.reward_set import RewardSet
@@ -27,11 +26,11 @@ from gdpo.train.build import (
 from gdpo.train.config import TrainConfig, config_to_dict
 from gdpo.train.fsdp import full_parameters, is_sharded, save_pretrained_full
 from gdpo.rollout.backends import Generator, check_backend, make_generator
-from gdpo.train.logging import RunLogger, truncate_jsonl
+from gdpo.train.logging import RunLogger
 from gdpo.train.progress import Progress
+from gdpo.train.run_folder import check_run_folder, prepare_run_folder
 from gdpo.train.sampler import PromptSampler
-
-JSONL_OUTPUTS = ("metrics.jsonl", "samples.jsonl", "eval.jsonl")
+from gdpo.train.update import NonFiniteError, nonfinite_weights
 
 
 @dataclass
@@ -42,6 +41,7 @@ class TrainResult:
     steps_done: int  # last step completed (counting steps before a resume)
     history: list[dict[str, Any]] = field(default_factory=list)  # this process's metrics per step
     final_model_dir: Path | None = None
+    stopped_by: int = 0  # the signal (SIGTERM, SIGINT) that stopped the run after steps_done; 0 = ran to the end
 
 
 @dataclass
@@ -62,6 +62,8 @@ class Session:
     resumed: bool = False
     generator: Generator | None = None  # the rollout backend (rollout.backend)
     autocast: Callable[[], Any] = contextlib.nullcontext  # model.dtype's autocast (gdpo.train.precision)
+    saved_step: int = 0  # the step of the newest checkpoint (written or resumed from)
+    closed: bool = False
 
     def prompts_for_step(self) -> list[dict[str, Any]]:
         """This process's contiguous share of the step's prompts (a group never splits)."""
@@ -110,21 +112,41 @@ class Session:
         return result
 
     def save(self, step: int) -> None:
+        """Checkpoint ``step``; weights with a NaN / inf are never written (NonFiniteError instead)."""
+        bad = int(dist.all_reduce_sum(torch.tensor(nonfinite_weights(self.policy.core)), self.info))
+        if bad:
+            raise NonFiniteError(f"{bad} trainable weights are NaN or inf; checkpoint step {step} was not written "
+                                 f"(the newest one, step {self.saved_step}, is intact)")
         state = {"sampler": self.sampler.state()}
         ckpt.save_checkpoint(self.output_dir, step, model=self.policy.core, optimizer=self.optimizer,
                              scheduler=self.scheduler, state=state, rank=self.info.rank,
                              world_size=self.info.world_size, keep_last=self.cfg.checkpoint.keep_last,
                              barrier=lambda: dist.barrier(self.info))
+        self.saved_step = step
+
+    def close(self) -> None:
+        """Flush and close the outputs (also when the run stops with an error); once."""
+        if not self.closed:
+            self.closed = True
+            self.progress.close()
+            self.logger.close()
 
     def finish(self, history: list[dict[str, Any]]) -> TrainResult:
-        self.progress.close()
-        self.logger.close()
+        self.close()
         final = None
         if self.cfg.checkpoint.save_final_model and self.cfg.steps > self.start_step:
             final = self.output_dir / "final"
             self._save_final_model(final)
         dist.barrier(self.info)
         return TrainResult(self.output_dir, max(self.cfg.steps, self.start_step), history, final)
+
+    def stop(self, step: int, signum: int, history: list[dict[str, Any]]) -> TrainResult:
+        """End early after ``step`` (a signal): checkpoint it unless just done; no final model."""
+        if self.saved_step != step:
+            self.save(step)
+        self.close()
+        dist.barrier(self.info)
+        return TrainResult(self.output_dir, step, history, None, stopped_by=signum)
 
     def _save_final_model(self, path: Path) -> None:
         """A normal HF folder from the main process (FSDP: every process helps gather the weights)."""
@@ -140,46 +162,59 @@ def _num(x: float) -> float | None:
     return None if np.isnan(x) else float(x)
 
 
-def open_session(cfg: TrainConfig, info: dist.DistInfo, device: torch.device, resume: bool) -> Session:
-    """Build every piece of the run; with ``resume``, restore the latest checkpoint."""
+def open_session(cfg: TrainConfig, info: dist.DistInfo, device: torch.device, resume: bool,
+                 overwrite: bool = False) -> Session:
+    """Build every piece of the run; with ``resume``, restore the latest checkpoint.
+
+    The output folder changes only after all of it is built (see :mod:`gdpo.train.run_folder`):
+    a run that fails to start (a bad task parameter, a checkpoint of another model) leaves it as
+    it was.
+    """
     check_backend(cfg)  # rollout.backend=vllm without vllm or CUDA: fail before loading any model
     autocast = autocast_for(cfg, device)  # model.dtype=bfloat16 on a GPU without bf16: fail here too
     out = Path(cfg.output_dir)
-    if info.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "config.yaml").write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+    check_run_folder(out, resume=resume, overwrite=overwrite)  # a run there already / none to resume
+    dist.barrier(info)  # every process looked before the main one changes the folder
     task = get_task(cfg.task.name, **cfg.task.params)  # registers the task's rewards first
     policy = load_policy(cfg, info, device)
     reward_set = RewardSet.from_config(cfg.rewards or task.rewards, extra_params={"tokenizer": policy.tokenizer})
     reference = load_reference(cfg, policy, device)
     optimizer, scheduler = build_optimizer(cfg, policy.core)
     sampler = PromptSampler(len(task.train), cfg.rollout.prompts_per_step, cfg.seed)
-    start = _maybe_resume(cfg, info, out, policy, optimizer, scheduler, sampler) if resume else 0
+    start, found = _restore(info, out, policy, optimizer, scheduler, sampler) if resume else (0, None)
+    if info.is_main:
+        changed = prepare_run_folder(out, config_to_dict(cfg), resumed_step=start if resume else None,
+                                     overwrite=overwrite)
+        _announce(out, resume, found, start, changed)
+    dist.barrier(info)
     logger = RunLogger(out, cfg.logging, config_to_dict(cfg), enabled=info.is_main)
     progress = Progress(cfg.steps, start, cfg.logging.progress, enabled=info.is_main)
     generator = make_generator(cfg, info, policy, device, autocast)
     return Session(cfg, info, task, policy, reference, reward_set, optimizer, scheduler, sampler,
                    logger, progress, out, start, resumed=start > 0, generator=generator,
-                   autocast=autocast)
+                   autocast=autocast, saved_step=start)
 
 
-def _maybe_resume(cfg, info, out: Path, policy, optimizer, scheduler, sampler) -> int:
+def _restore(info, out: Path, policy, optimizer, scheduler, sampler) -> tuple[int, Path | None]:
+    """Load the newest checkpoint into the run's pieces (reads only); (its step, its path) or (0, None)."""
     found = ckpt.list_checkpoints(out)
     if not found:
-        if info.is_main:
-            print(f"[gdpo] --resume: no checkpoint in {out / 'checkpoints'}; starting from step 0")
-            for name in JSONL_OUTPUTS:
-                truncate_jsonl(out / name, 0)
-        return 0
+        return 0, None
     state = ckpt.load_checkpoint(found[-1], model=policy.core, optimizer=optimizer, scheduler=scheduler,
                                  rank=info.rank)
     if state.get("world_size", 1) != info.world_size:
         raise ValueError(f"checkpoint {found[-1]} was written by {state['world_size']} processes; "
                          f"resume with the same number (now {info.world_size})")
     sampler.load_state(state["sampler"])
-    if info.is_main:
-        for name in JSONL_OUTPUTS:  # drop lines of steps after the checkpoint, and half-written ones
-            truncate_jsonl(out / name, state["step"])
-        print(f"[gdpo] resumed from {found[-1]} (step {state['step']})")
-    dist.barrier(info)
-    return int(state["step"])
+    return int(state["step"]), found[-1]
+
+
+def _announce(out: Path, resume: bool, found: Path | None, start: int, changed: list[str]) -> None:
+    if not resume:
+        return
+    if found is None:
+        print(f"[gdpo] --resume: no checkpoint in {out / 'checkpoints'}; starting from step 0")
+    else:
+        print(f"[gdpo] resumed from {found} (step {start})")
+    if changed:
+        print(f"[gdpo] settings changed since the run's config.yaml: {'; '.join(changed)}")

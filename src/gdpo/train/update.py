@@ -5,11 +5,16 @@ by the sample's position keeps minibatches identical however the batch is split 
 processes (each process holds a contiguous block whose size is a multiple of the number of
 minibatches), and each minibatch's loss normalizer is summed over processes, so a
 distributed update equals the single-process one.
+
+Non-finite steps: an optimizer step whose global gradient norm is NaN or inf changes nothing
+(no AdamW step, no schedule step); ``optim.on_nonfinite`` says whether the run skips it (the
+figures report ``update/nonfinite_skipped``) or stops (:class:`NonFiniteError`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -59,6 +64,12 @@ class UpdateSettings:
     micro_batch_size: int
     max_grad_norm: float | None
     temperature: float
+    on_nonfinite: str = "skip"  # "skip" | "stop": an optimizer step whose gradient norm is NaN / inf
+
+
+class NonFiniteError(RuntimeError):
+    """Training met a NaN / inf it cannot step over (a gradient with optim.on_nonfinite=stop, too many
+    skipped steps in a row, or weights about to be checkpointed); the weights were not updated by it."""
 
 
 @torch.no_grad()
@@ -83,19 +94,22 @@ def update_policy(model, optimizer, scheduler, batch: UpdateBatch, s: UpdateSett
         raise ValueError(f"{len(batch)} samples on this process are not divisible by "
                          f"update.num_minibatches={s.num_minibatches}")
     sums: dict[str, torch.Tensor] = {}
-    grad_norms = []
+    grad_norms, skipped = [], 0
     for _ in range(s.ppo_epochs):
         for j in range(s.num_minibatches):
             minibatch = torch.arange(j, len(batch), s.num_minibatches)
             figures = _minibatch_step(model, batch, minibatch, s, info, autocast)
             for key, value in figures.items():
                 sums[key] = sums.get(key, torch.zeros(())) + value
-            grad_norms.append(float(_step_optimizer(model, optimizer, scheduler, s.max_grad_norm)))
+            norm = float(_step_optimizer(model, optimizer, scheduler, s.max_grad_norm, s.on_nonfinite))
+            grad_norms.append(norm)
+            skipped += not math.isfinite(norm)
     num = s.ppo_epochs * s.num_minibatches
     totals = dist.all_reduce_sum(torch.stack([sums[k] for k in sorted(sums)]), info)
     out = {f"loss/{k}" if k != "loss" else "loss": float(v) / num for k, v in zip(sorted(sums), totals)}
-    out["grad_norm"] = sum(grad_norms) / len(grad_norms)
+    out["grad_norm"] = sum(grad_norms) / len(grad_norms)  # NaN / inf when a step was skipped
     out["lr"] = scheduler.get_last_lr()[0]
+    out["update/nonfinite_skipped"] = float(skipped)  # optimizer steps (of ppo_epochs x num_minibatches) skipped
     return out
 
 
@@ -127,13 +141,38 @@ def _minibatch_step(model, batch: UpdateBatch, minibatch: torch.Tensor, s: Updat
     return figures
 
 
-def _step_optimizer(model, optimizer, scheduler, max_grad_norm: float | None) -> torch.Tensor:
+def _step_optimizer(model, optimizer, scheduler, max_grad_norm: float | None, on_nonfinite: str = "skip") -> torch.Tensor:
+    """Clip, step, zero; returns the gradient norm before clipping.
+
+    A NaN / inf norm (a NaN loss, an overflow) means no update at all: the optimizer, its moments
+    and the schedule stay where they were, the gradient is dropped, and with ``on_nonfinite="stop"``
+    :class:`NonFiniteError` is raised. The norm is global (DDP averages gradients, FSDP reduces the
+    norm over shards), so every process makes the same choice.
+    """
     params = [p for p in model.parameters() if p.requires_grad]
     if max_grad_norm is not None:
         norm = torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
     else:
         norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params if p.grad is not None]))
+    norm = norm.detach().cpu()
+    if not math.isfinite(float(norm)):
+        optimizer.zero_grad(set_to_none=True)
+        if on_nonfinite == "stop":
+            raise NonFiniteError(f"the gradient norm is {float(norm)} (a NaN / inf loss or gradient); "
+                                 f"stopped before the optimizer step (optim.on_nonfinite=stop)")
+        return norm
     optimizer.step()
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
-    return norm.detach().cpu()
+    return norm
+
+
+def nonfinite_weights(model) -> int:
+    """How many trainable values of ``model`` on this process are NaN or inf (FSDP: of its shards)."""
+    bad = 0
+    for p in model.parameters():
+        if p.requires_grad:
+            t = p.detach()
+            t = t.to_local() if hasattr(t, "to_local") else t  # an FSDP DTensor: this process's shard
+            bad += int((~torch.isfinite(t)).sum())
+    return bad

@@ -5,57 +5,43 @@ from __future__ import annotations
 import difflib
 from typing import Any
 
-from gdpo.train.config_io import ConfigError
-
-
-def _positive(key: str, value: Any, minimum: float = 1) -> None:
-    if value is None or value < minimum:
-        raise ConfigError(f"{key} = {value!r} must be >= {minimum}")
+from gdpo.train.config_io import ConfigError, check_numbers
 
 
 def validate(cfg: Any) -> None:
-    """Raise :class:`ConfigError` for values that type checks cannot catch."""
+    """Raise :class:`ConfigError` for values that type checks cannot catch.
+
+    First every number against its field's range (NaN and inf are never valid), then the rules
+    that span fields. Runs before anything is written or loaded.
+    """
+    check_numbers(cfg)  # each int / float field inside the Range declared in gdpo.train.config
     _check_method(cfg)
-    r, lo, up = cfg.rollout, cfg.loss, cfg.update
-    _positive("steps", cfg.steps, 0)
-    _positive("rollout.prompts_per_step", r.prompts_per_step)
-    _positive("rollout.num_generations", r.num_generations, 2)
-    _positive("rollout.max_new_tokens", r.max_new_tokens)
-    _positive("rollout.max_prompt_tokens", r.max_prompt_tokens)
-    if not r.temperature > 0:
-        raise ConfigError(f"rollout.temperature = {r.temperature!r} must be > 0 (use a small value like 0.01 for near-greedy)")
-    if not 0 < r.top_p <= 1:
-        raise ConfigError(f"rollout.top_p = {r.top_p!r} must be in (0, 1]; 1 = off")
-    _positive("rollout.top_k", r.top_k, 0)
-    if not 0 < r.vllm_gpu_memory_utilization <= 1:
-        raise ConfigError(f"rollout.vllm_gpu_memory_utilization = {r.vllm_gpu_memory_utilization!r} must be in "
-                          f"(0, 1], a share of the GPU's memory (e.g. 0.3 next to the policy)")
-    for key in ("eps_low", "eps_high", "beta", "entropy_coef"):
-        _positive(f"loss.{key}", getattr(lo, key), 0)
-    if lo.constant_normalizer is not None:
-        _positive("loss.constant_normalizer", lo.constant_normalizer)
-    _positive("update.ppo_epochs", up.ppo_epochs)
-    _positive("update.num_minibatches", up.num_minibatches)
-    _positive("update.micro_batch_size", up.micro_batch_size)
-    n = r.prompts_per_step * r.num_generations
-    if n % up.num_minibatches:
+    _check_names(cfg)  # task, task.params, rewards (gdpo.schema): before anything loads
+    _check_batch(cfg)
+    _check_optim(cfg)
+    _check_tiny(cfg)
+    _check_distributed(cfg)
+
+
+def _check_batch(cfg: Any) -> None:
+    n = cfg.rollout.prompts_per_step * cfg.rollout.num_generations
+    if n % cfg.update.num_minibatches:
         raise ConfigError(
-            f"update.num_minibatches = {up.num_minibatches} must divide the batch of "
+            f"update.num_minibatches = {cfg.update.num_minibatches} must divide the batch of "
             f"prompts_per_step x num_generations = {n} samples; try a divisor of {n}"
         )
-    o = cfg.optim
-    if not o.lr > 0:
-        raise ConfigError(f"optim.lr = {o.lr!r} must be > 0")
-    if len(o.betas) != 2 or not all(0 <= b < 1 for b in o.betas):
-        raise ConfigError(f"optim.betas = {o.betas!r} must be two numbers in [0, 1)")
-    _positive("optim.warmup_steps", o.warmup_steps, 0)
-    if o.max_grad_norm is not None:
-        _positive("optim.max_grad_norm", o.max_grad_norm, 1e-12)
-    _positive("checkpoint.every", cfg.checkpoint.every, 0)
-    _positive("checkpoint.keep_last", cfg.checkpoint.keep_last)
-    _positive("eval.every", cfg.eval.every, 0)
-    _positive("logging.samples_every", cfg.logging.samples_every, 0)
-    _check_distributed(cfg)
+
+
+def _check_optim(cfg: Any) -> None:
+    if len(cfg.optim.betas) != 2:
+        raise ConfigError(f"optim.betas = {cfg.optim.betas!r} must be two numbers in [0, 1), e.g. [0.9, 0.999]")
+
+
+def _check_tiny(cfg: Any) -> None:
+    t = cfg.model.tiny
+    if cfg.model.name == "tiny" and (t.hidden_size % t.num_heads or (t.hidden_size // t.num_heads) % 2):
+        raise ConfigError(f"model.tiny.hidden_size = {t.hidden_size} must be num_heads ({t.num_heads}) x an even "
+                          f"head size (rotary embeddings); e.g. hidden_size = {t.num_heads * 16}")
 
 
 def _check_distributed(cfg: Any) -> None:
@@ -88,6 +74,38 @@ def _check_method(cfg: Any) -> None:
             extra = " (use token_weighted_batch_norm: true for lengths)" if key == "lengths" else ""
             raise ConfigError(f"method_options.{key} is not an option of {cfg.method!r}.{hint}{extra} "
                               f"Valid: {', '.join(valid) or 'none'}")
+    _check_option_values(cfg.method, dict(cfg.method_options))
     if cfg.token_weighted_batch_norm and "lengths" not in options:
         raise ConfigError(f"token_weighted_batch_norm = true needs a method with a batch step "
                           f"(gdpo, gdpo_no_std); {cfg.method!r} has none. Set it to false.")
+
+
+def _check_option_values(method: str, options: dict[str, Any]) -> None:
+    """NaN / inf / negative eps refused here; the estimator's own checks (when it has them) too."""
+    import math
+
+    from gdpo import advantages
+
+    for key, value in options.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"method_options.{key} = {value!r} is not a finite number; give a finite value")
+    eps = options.get("eps")
+    if eps is not None and (isinstance(eps, bool) or not isinstance(eps, (int, float)) or eps < 0):
+        raise ConfigError(f"method_options.eps = {eps!r} is out of range; it must be >= 0 (added to the std; "
+                          f"default 1e-6)")
+    check = getattr(advantages, "check_options", None)  # the estimator registry's value checks
+    if check is not None:
+        try:
+            check(method, options)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"method_options for {method!r}: {exc}") from None
+
+
+def _check_names(cfg: Any) -> None:
+    """User-supplied names against their registries and signatures (:func:`gdpo.schema.check_train_config`)."""
+    from gdpo import schema
+
+    try:
+        schema.check_train_config(cfg)
+    except schema.SchemaError as exc:
+        raise ConfigError(str(exc)) from None
