@@ -25,6 +25,8 @@ from gdpo.reports.data import (ReportError, read_manifest, RunData, SeedScores, 
                               mean_over_training, method_scores, methods_of, reward_names, runs_of, score_source,
                               training_area)
 from gdpo.reports.plots import plot_curves, plot_scores
+from gdpo.reports.regime import FIRST_STEPS, RegimeFigures, min_detectable_d, regime_figures, regime_of, \
+    regime_sentence
 from gdpo.jsonio import write_text_atomic
 from gdpo.reports.stats import ALPHA, Verdict, choose_baseline, verdict
 
@@ -91,6 +93,7 @@ class ReportData:
     verdicts: list[Verdict]  # on final scores
     area_verdicts: list[Verdict]  # on mean training reward over all steps (learning speed)
     manifest: dict[str, Any] = field(default_factory=dict)
+    regime: list[RegimeFigures] | None = None  # multi-signal fractions per method (None: not logged)
 
     @property
     def config(self) -> dict[str, Any]:
@@ -117,8 +120,9 @@ def compute_report_data(output_dir: Path, alpha: float = ALPHA) -> ReportData:
     last_k = max(1, round(min(r.steps_done for r in runs) * LAST_K_FRACTION))
     scores = {name: method_scores(runs, name, source, last_k) for name in rewards}
     areas = {name: training_area(runs, name) for name in rewards}
+    regime = regime_figures({m: runs_of(runs, m) for m in methods})
     return ReportData(runs, methods, rewards, baseline, source, last_k, default_window(runs), scores,
-                      _verdicts(scores, baseline, alpha), _verdicts(areas, baseline, alpha), manifest)
+                      _verdicts(scores, baseline, alpha), _verdicts(areas, baseline, alpha), manifest, regime)
 
 
 def _verdicts(scores: dict[str, list[SeedScores]], baseline: str, alpha: float) -> list[Verdict]:
@@ -190,13 +194,67 @@ def verdict_section(data: ReportData) -> list[Block]:
             f"df); otherwise the methods are level within seed noise. d = gap / pooled sample std. "
             f"Higher reward is better for every reward here.")
     nothing = ["only one method ran; nothing to compare"]
-    blocks: list[Block] = [Heading("Verdict (computed from the runs)"), Para(rule),
+    blocks: list[Block] = [Heading("Verdict (computed from the runs)"), *regime_section(data), Para(rule),
                            Bullets([v.sentence() for v in data.verdicts] or nothing),
                            Para("**Learning speed**: the same rule on each seed's mean training reward over all "
                                 "steps (area under the training curve / steps), which separates methods that "
                                 "end at the same score but reach it at different times:"),
-                           Bullets([v.sentence() for v in data.area_verdicts] or nothing)]
+                           Bullets([v.sentence() for v in data.area_verdicts] or nothing),
+                           *power_section(data)]
     return blocks + paper_section(data)
+
+
+def regime_section(data: ReportData) -> list[Block]:
+    """Whether GDPO can differ from GRPO in these runs: the share of groups where >= 2 rewards vary."""
+    if data.regime is None:
+        return [Para("The runs did not log `rewards/multi_signal_frac` (older runs), so this report cannot say "
+                     "whether two or more rewards varied together, the only case where GDPO and GRPO differ.")]
+    rows = [[f"`{f.method}`", _pm(np.nanmean(f.first), _std(f.first)), _pm(np.mean(f.whole), _std(f.whole))]
+            for f in data.regime]
+    caption = (f"Share of groups in which two or more rewards vary (`rewards/multi_signal_frac`), mean over the "
+               f"first {FIRST_STEPS} steps and over the whole run per seed, then mean ± sample std over seeds.")
+    return [Para(regime_sentence(data.regime)),
+            Table(["method", f"first {FIRST_STEPS} steps", "whole run"], rows, caption)]
+
+
+def _std(values: list[float]) -> float:
+    arr = np.asarray(values, dtype=np.float64)
+    arr = arr[~np.isnan(arr)]
+    return float(arr.std(ddof=1)) if arr.size > 1 else 0.0
+
+
+def power_numbers(data: ReportData) -> dict[str, Any]:
+    """The smallest effect each comparison could detect (80% power, alpha 0.05), as d and in reward units."""
+    out: dict[str, Any] = {"power": 0.8, "alpha": ALPHA, "comparisons": []}
+    for v, a in zip(data.verdicts, data.area_verdicts):
+        n_m = len(next(s for s in data.scores[v.reward] if s.method == v.method).final)
+        n_b = len(next(s for s in data.scores[v.reward] if s.method == v.baseline).final)
+        if min(n_m, n_b) < 2:
+            continue  # untested: no power to speak of
+        d = min_detectable_d(n_m, n_b, ALPHA, 0.8)
+        out["comparisons"].append({
+            "reward": v.reward, "method": v.method, "baseline": v.baseline, "n": [n_m, n_b],
+            "min_detectable_d": _json_num(d),
+            "min_detectable_gap_final": _json_num(d * v.test.pooled_std) if v.test else None,
+            "min_detectable_gap_learning_speed": _json_num(d * a.test.pooled_std) if a.test else None})
+    return out
+
+
+def power_section(data: ReportData) -> list[Block]:
+    numbers = power_numbers(data)["comparisons"]
+    if not numbers:
+        return []
+    items = []
+    for c in numbers:
+        gaps = [f"{label} gap >= {c[key]:.3f}" for key, label in (("min_detectable_gap_final", "final"),
+                                                                   ("min_detectable_gap_learning_speed",
+                                                                    "learning-speed")) if
+                isinstance(c[key], float)]
+        items.append(f"`{c['reward']}`, {c['method']} vs {c['baseline']} ({c['n'][0]} vs {c['n'][1]} seeds): "
+                     f"|d| >= {c['min_detectable_d']:.2f}" + (f", i.e. {', '.join(gaps)}" if gaps else ""))
+    return [Para("**Power** (smallest effect this report detects with 80% probability at p < 0.05; "
+                 "d = gap / pooled std, shifted-t approximation; gaps in reward units use the observed spread):"),
+            Bullets(items)]
 
 
 def paper_section(data: ReportData) -> list[Block]:
@@ -390,6 +448,9 @@ def summary_dict(data: ReportData) -> dict[str, Any]:
                                      *[f"rewards/{r}/zero_std_frac" for r in data.rewards]]}
                      for m in data.methods},
         "invocations": [{k: v for k, v in inv.items() if k != "runs"} for inv in data.manifest.get("invocations", [])],
+        "multi_signal_frac": None if data.regime is None else {f.method: f.as_dict() for f in data.regime},
+        "regime": None if data.regime is None else regime_of(data.regime),
+        "power": power_numbers(data),
     }
 
 
