@@ -198,3 +198,58 @@ def test_hostile_programs_score_zero_and_leave_no_trace(tmp_path):
     bug = dict(zip(names, code_bug_free(completions, tests=[tests] * len(names))))
     assert bug["memory"] == 0.0  # MemoryError is a runtime error
     assert bug["busy"] == 1.0 and bug["sleep"] == 1.0 and bug["output"] == 1.0  # timeouts/output: not bugs
+
+
+# -- issue 11, item 11 ------------------------------------------------------------------------
+
+def test_a_program_that_loops_on_every_case_runs_once(tmp_path):
+    # Before: all 4 cases ran, each to its limit ("timeout" x 4). Now the cases after the
+    # first timeout are skipped: one run, one limit's worth of time.
+    program = "while True:\n    pass\n"
+    cases = parse_tests(ADD_TESTS)
+    evaluation = evaluate_program(program, cases, limits=SMALL, workers=2)
+    assert evaluation.statuses == ("timeout", "skipped", "skipped", "skipped")
+    assert evaluation.pass_rate == 0.0 and evaluation.bug_free  # a timeout is not a bug
+    # with one worker the cases run in list order: 1st ok, 2nd loops (5 + 5 = 10), rest skipped
+    slow_on_ten = "a, b = map(int, input().split())\nwhile a + b == 10:\n    pass\nprint(a + b)\n"
+    sequential = evaluate_program(slow_on_ten, cases, limits=SMALL, workers=1)
+    assert sequential.statuses == ("ok", "timeout", "skipped", "skipped")
+    assert sequential.passed == (True, False, False, False)
+
+
+def test_code_length_on_a_50_mb_completion_is_cheap():
+    import time
+    import tracemalloc
+
+    huge = "```python\nprint(1)\n```\n" + "word " * 10_000_000  # 50 MB, 10 million fallback tokens
+    tracemalloc.start()
+    start = time.perf_counter()
+    scores = make_code_length(max_tokens=4000)([huge, "```python\nprint(1)\n```"])
+    seconds = time.perf_counter() - start
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert scores == [0.0, 1.0]
+    # before: 22 s and 350 MB (a list of every token); now the count stops at 4001 tokens
+    assert seconds < 1.0, seconds
+    assert peak < 10 * 1024**2, peak
+    one_huge_word = "x" * 50_000_000  # one token by the fallback count: within the limit, exactly
+    assert make_code_length(max_tokens=1)([one_huge_word]) == [1.0]
+
+
+def test_code_length_with_a_tokenizer_skips_tokenizing_a_huge_completion():
+    calls = []
+
+    def tokenizer(text):  # a callable tokenizer: one token per character
+        calls.append(len(text))
+        return list(text)
+
+    reward = make_code_length(max_tokens=10, tokenizer=tokenizer)
+    assert reward(["x" * 10, "x" * 11, "x" * 5000]) == [1.0, 0.0, 0.0]
+    assert calls == [10, 11]  # 5000 chars > 100 x 10: over the limit without the tokenizer
+
+
+def test_a_lone_surrogate_in_a_program_is_the_programs_error_not_the_sandboxes():
+    # Before: SandboxError("sandbox setup failed: UnicodeEncodeError ...") blamed the sandbox.
+    completion = "```python\nprint('\ud800')\n```"
+    assert code_pass_rate([completion], tests=[ADD_TESTS]) == [0.0]
+    assert code_bug_free([completion], tests=[ADD_TESTS]) == [0.0]

@@ -251,3 +251,21 @@ def test_forked_child_starts_its_own_worker_and_leaves_the_parents_alone():
         assert verifier.verify("1/3", ExtractedAnswer("2/6", "boxed")).status == "verified"
     finally:
         verifier.close()
+
+
+def test_math_verifier_does_not_import_math_and_math_re_exports_its_names():
+    # The import circle math <-> math_verifier is gone: the shared ExtractedAnswer lives in the
+    # lower layer (math_verifier); math re-exports the checker's public names unchanged.
+    import ast
+    import inspect
+
+    from gdpo.rewards import math as math_rewards
+    from gdpo.rewards import math_verifier
+
+    tree = ast.parse(inspect.getsource(math_verifier))
+    imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    imported |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    assert "gdpo.rewards.math" not in imported
+    for name in ("ExtractedAnswer", "MathVerifier", "VerifyOutcome", "VerifyStatus", "DEFAULT_TIMEOUT_S",
+                 "as_integer", "default_verifier", "normalize_reference"):
+        assert getattr(math_rewards, name) is getattr(math_verifier, name)

@@ -239,3 +239,37 @@ def test_capabilities_are_consistent():
     if CAPS.level == "namespaces":
         assert CAPS.pid_namespace and CAPS.network_isolated and CAPS.filesystem_isolated
     assert os.access(CAPS.python, os.X_OK)
+
+
+# -- issue 11, item 11 ----------------------------------------------------------------------
+
+def test_a_lone_surrogate_is_a_compile_error_of_the_program():
+    # Before: SandboxError("sandbox setup failed: UnicodeEncodeError") -- blaming the sandbox.
+    # Now the text travels as UTF-8 with the surrogate kept (surrogatepass): the interpreter
+    # rejects the file, as it would any invalid UTF-8 source.
+    result = run_program("print('\ud800')\n", limits=FAST)
+    assert result.status == "compile_error", result.stderr
+    assert "utf-8" in result.stderr.lower()
+    echoed = run_program("import sys\nprint(len(sys.stdin.buffer.read()))\n", "a\udc80b", limits=FAST)
+    assert echoed.stdout.strip() == "5"  # 'a' + 3 surrogatepass bytes + 'b' reached the program
+
+
+def test_capabilities_are_detected_once_for_many_threads():
+    # Before: 16 threads each ran their own detection (16 probe rounds, 16 different objects).
+    import threading
+
+    sandbox_capabilities.cache_clear()
+    results, barrier = [], threading.Barrier(16)
+
+    def detect():
+        barrier.wait()
+        results.append(sandbox_capabilities())
+
+    threads = [threading.Thread(target=detect) for _ in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(results) == 16
+    assert all(r is results[0] for r in results)  # one detection, shared
+    assert results[0].level == CAPS.level

@@ -31,7 +31,9 @@ Rewards (all floor 0):
 * ``code_length`` (factory: ``max_tokens=4000``, ``tokenizer=None``): 1 when the completion has
   at most ``max_tokens`` tokens; ``code_length_if_passed``: that, and pass rate 1.
 
-No program in the completion: pass rate 0 and bug-free 0. No test cases for a row: ``None``
+Cases run in order of the list, the first alone; once a case times out, the cases not yet
+started are not run (status ``skipped``, failed, not a bug). No program in the completion:
+pass rate 0 and bug-free 0. No test cases for a row: ``None``
 (not applicable). Results are cached by (program, cases, limits), so ``code_pass_rate`` and
 ``code_bug_free`` on the same completion run it once.
 """
@@ -43,14 +45,14 @@ import os
 import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import Any
 
 from gdpo.rewards.code_program import extract_program
 from gdpo.rewards.registry import register_reward, register_reward_factory
 from gdpo.rewards.text import completion_text
-from gdpo.rewards.sandbox import RunResult, SandboxLimits, run_program
+from gdpo.rewards.sandbox import RunResult, SandboxLimits, resolve_min_level, run_program
 
 BUG_STATUSES = frozenset({"runtime_error", "compile_error", "memory", "killed"})
 _RESULT_MARKER = "\n__gdpo_result__ "
@@ -71,22 +73,34 @@ class TestCase:
 
 @dataclass(frozen=True)
 class CodeSettings:
-    """How the code rewards run programs: per-case limits and parallel workers per completion."""
+    """How the code rewards run programs.
+
+    limits: per-case sandbox limits.
+    workers: concurrent sandbox runs across all completions and cases (``GDPO_CODE_WORKERS``).
+    min_level: weakest sandbox level the rewards accept (``GDPO_SANDBOX_MIN_LEVEL``, default
+        ``"namespaces"``: no network, no host writes, no host sockets); below it every run
+        raises :class:`~gdpo.rewards.sandbox.SandboxError` instead of running the program.
+    """
 
     limits: SandboxLimits = SandboxLimits(cpu_seconds=4, wall_seconds=8)
     workers: int = max(1, int(os.environ.get("GDPO_CODE_WORKERS", min(4, os.cpu_count() or 1))))
+    min_level: str = field(default_factory=lambda: resolve_min_level(None, default="namespaces"))
 
 
 _SETTINGS = CodeSettings()
 _RUN_SLOTS = threading.BoundedSemaphore(_SETTINGS.workers)  # concurrent sandbox runs, all callers
 
 
-def configure(*, limits: SandboxLimits | None = None, workers: int | None = None) -> CodeSettings:
-    """Change the limits / worker count the code rewards use (env default: ``GDPO_CODE_WORKERS``)."""
+def configure(*, limits: SandboxLimits | None = None, workers: int | None = None,
+              min_level: str | None = None) -> CodeSettings:
+    """Change the limits / worker count / weakest accepted sandbox level of the code rewards."""
     global _SETTINGS, _RUN_SLOTS
     if workers is not None and (not isinstance(workers, int) or workers < 1):
         raise ValueError(f"workers must be an integer >= 1, got {workers!r}")
-    _SETTINGS = replace(_SETTINGS, **{k: v for k, v in (("limits", limits), ("workers", workers)) if v is not None})
+    if min_level is not None:
+        resolve_min_level(min_level)  # validates the name
+    changes = (("limits", limits), ("workers", workers), ("min_level", min_level))
+    _SETTINGS = replace(_SETTINGS, **{k: v for k, v in changes if v is not None})
     _RUN_SLOTS = threading.BoundedSemaphore(_SETTINGS.workers)
     return _SETTINGS
 
@@ -207,15 +221,16 @@ def run_case(program: str, case: TestCase, limits: SandboxLimits) -> tuple[bool,
 
 def _run_case(program: str, case: TestCase, limits: SandboxLimits) -> tuple[bool, str]:
     if case.kind == "stdio":
-        result = run_program(program, case.stdin, limits=limits)
+        result = run_program(program, case.stdin, limits=limits, min_level=_SETTINGS.min_level)
         return result.status == "ok" and same_output(result.stdout, case.expected), result.status
     if case.kind == "call":
         driver = _CALL_DRIVER % {"fn_name": case.fn_name, "marker": _RESULT_MARKER}
-        result = run_program(driver, case.args, limits=limits, files={"solution.py": program})
+        result = run_program(driver, case.args, limits=limits, files={"solution.py": program},
+                             min_level=_SETTINGS.min_level)
         return result.status == "ok" and _call_matches(result, case.expected), result.status
     driver = _CHECK_DRIVER % {"entry_point": case.fn_name, "marker": _RESULT_MARKER}
     files = {"solution.py": program, "prefix.py": case.prefix, "check.py": case.check}
-    result = run_program(driver, "", limits=limits, files=files)
+    result = run_program(driver, "", limits=limits, files=files, min_level=_SETTINGS.min_level)
     return result.status == "ok" and _marked_value(result) is True, result.status
 
 
@@ -261,13 +276,37 @@ def _evaluate_cached(program: str, cases: tuple[TestCase, ...], limits: SandboxL
     first = run_case(program, cases[0], limits)
     if first[1] == "compile_error":  # the same source fails to compile for every case
         return Evaluation((False,) * len(cases), ("compile_error",) * len(cases))
-    rest = cases[1:]
-    if rest and workers > 1:
-        with ThreadPoolExecutor(max_workers=min(workers, len(rest))) as pool:
-            outcomes = [first, *pool.map(lambda case: run_case(program, case, limits), rest)]
-    else:
-        outcomes = [first, *(run_case(program, case, limits) for case in rest)]
+    outcomes = [first, *_run_rest(program, cases[1:], limits, workers, stop=first[1] == "timeout")]
     return Evaluation(tuple(p for p, _ in outcomes), tuple(s for _, s in outcomes))
+
+
+SKIPPED = (False, "skipped")  # not run: an earlier case timed out
+
+
+def _run_rest(program: str, rest: tuple[TestCase, ...], limits: SandboxLimits, workers: int,
+              stop: bool) -> list[tuple[bool, str]]:
+    """Outcomes of the remaining cases; after the first timeout the cases not started are skipped
+    (a program that loops on one input usually loops on all: each would cost a full limit)."""
+    if stop or not rest:
+        return [SKIPPED] * len(rest)
+    if workers == 1:
+        outcomes: list[tuple[bool, str]] = []
+        for case in rest:
+            stop = stop or bool(outcomes) and outcomes[-1][1] == "timeout"
+            outcomes.append(SKIPPED if stop else run_case(program, case, limits))
+        return outcomes
+    timed_out = threading.Event()
+
+    def run_unless_timed_out(case: TestCase) -> tuple[bool, str]:
+        if timed_out.is_set():
+            return SKIPPED
+        outcome = run_case(program, case, limits)
+        if outcome[1] == "timeout":
+            timed_out.set()
+        return outcome
+
+    with ThreadPoolExecutor(max_workers=min(workers, len(rest))) as pool:
+        return list(pool.map(run_unless_timed_out, rest))
 
 
 def _evaluations(completions: list[str], tests, test, entry_point, prompt=None) -> list[Evaluation | None]:
@@ -319,12 +358,34 @@ def code_bug_free(completions: list[str], tests=None, test=None, entry_point=Non
     return [None if e is None else float(e.bug_free and "no_program" not in e.statuses) for e in evaluations]
 
 
+_MAX_CHARS_PER_TOKEN = 100  # with a tokenizer: a longer text is over the limit without tokenizing it
+_TOKEN = re.compile(r"\w+|[^\w\s]")
+
+
+def within_tokens(text: Any, max_tokens: int, tokenizer: Any = None) -> bool:
+    """Whether ``text`` has at most ``max_tokens`` tokens, at a cost bounded by ``max_tokens``.
+
+    Without a tokenizer the count stops at ``max_tokens + 1`` (exact, whatever the length);
+    with one, a text of more than ``100 * max_tokens`` characters is over the limit untokenized
+    (as in ``math_length``): a 50 MB completion never reaches the tokenizer.
+    """
+    text = completion_text(text)
+    if tokenizer is None:
+        for count, _ in enumerate(_TOKEN.finditer(text), start=1):
+            if count > max_tokens:
+                return False
+        return True
+    if len(text) > _MAX_CHARS_PER_TOKEN * max_tokens:
+        return False
+    return count_tokens(text, tokenizer) <= max_tokens
+
+
 def count_tokens(text: str, tokenizer: Any = None) -> int:
     """Tokens of ``text``: with a tokenizer (``.encode`` or a callable returning a list), else words
     and punctuation marks counted separately (a rough, tokenizer-free stand-in)."""
     text = completion_text(text)
     if tokenizer is None:
-        return len(re.findall(r"\w+|[^\w\s]", text))
+        return len(_TOKEN.findall(text))
     if hasattr(tokenizer, "encode"):
         try:
             return len(tokenizer.encode(text, add_special_tokens=False))
@@ -345,7 +406,7 @@ def make_code_length(max_tokens: int = 4000, tokenizer: Any = None):
     limit = _check_max_tokens(max_tokens)
 
     def code_length(completions: list[str], **_: Any) -> list[float]:
-        return [float(count_tokens(c, tokenizer) <= limit) for c in completions]
+        return [float(within_tokens(c, limit, tokenizer)) for c in completions]
 
     return code_length
 
@@ -358,7 +419,7 @@ def make_code_length_if_passed(max_tokens: int = 4000, tokenizer: Any = None):
     def code_length_if_passed(completions: list[str], tests=None, test=None, entry_point=None, prompt=None,
                               **_: Any) -> list[float | None]:
         evaluations = _evaluations(completions, tests, test, entry_point, prompt)
-        return [None if e is None else float(e.pass_rate == 1.0 and count_tokens(c, tokenizer) <= limit)
+        return [None if e is None else float(e.pass_rate == 1.0 and within_tokens(c, limit, tokenizer))
                 for c, e in zip(completions, evaluations)]
 
     return code_length_if_passed

@@ -38,11 +38,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from gdpo.rewards.math_verifier import (  # noqa: F401 - re-exported: the checker's public names
     DEFAULT_TIMEOUT_S,
+    ExtractedAnswer,
     MathVerifier,
     VerifyOutcome,
     VerifyStatus,
@@ -61,14 +61,6 @@ DEFAULT_MAX_TOKENS = 4000  # the paper's length limit l
 # ---------------------------------------------------------------------------------------
 # Reading the final answer
 # ---------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ExtractedAnswer:
-    """The final answer found in a response, and where it came from."""
-
-    text: str
-    source: Literal["answer_tag", "boxed"]
 
 
 def _answer_region(text: str) -> str:

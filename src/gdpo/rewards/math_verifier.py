@@ -2,8 +2,10 @@
 
 The worker is one persistent process fed one item at a time over a pipe, with a per-item
 deadline enforced by the caller with ``select`` (math-verify's own timeout uses
-``signal.alarm``, which only works on the main thread). See :mod:`gdpo.rewards.math` for
-where the answer is read from and the rewards built on this.
+``signal.alarm``, which only works on the main thread). The worker dies with the process
+that started it (a forked watcher on a pidfd of that process). See :mod:`gdpo.rewards.math`
+for where the answer is read from and the rewards built on this; this module is the lower
+layer and imports nothing from it (:class:`ExtractedAnswer` lives here, ``math`` re-exports it).
 """
 
 from __future__ import annotations
@@ -13,17 +15,24 @@ import json
 import os
 import re
 import select
+import signal
 import subprocess
 import sys
 import threading
 import time
 from collections import OrderedDict
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple
-
-if TYPE_CHECKING:
-    from gdpo.rewards.math import ExtractedAnswer
+from dataclasses import dataclass
+from typing import Any, Literal, NamedTuple
 
 DEFAULT_TIMEOUT_S = 5.0  # per-item verification deadline
+
+
+@dataclass(frozen=True)
+class ExtractedAnswer:
+    """The final answer found in a response, and where it came from (read by :mod:`gdpo.rewards.math`)."""
+
+    text: str
+    source: Literal["answer_tag", "boxed"]
 
 
 # ---------------------------------------------------------------------------------------
@@ -180,7 +189,7 @@ class MathVerifier:
         self._owner_pid = os.getpid()
         self._proc = subprocess.Popen(
             [sys.executable, "-c", "from gdpo.rewards.math_verifier import _worker_main; _worker_main()",
-             str(self.memory_limit_mb or 0)],
+             str(self.memory_limit_mb or 0), str(os.getpid())],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
             env=_worker_env(), close_fds=True,
         )
@@ -231,6 +240,8 @@ def _worker_main() -> None:
     import logging
 
     memory_limit_mb = int(sys.argv[1]) if len(sys.argv) > 1 else 0
+    if len(sys.argv) > 2:
+        _die_with_parent(int(sys.argv[2]))
     if memory_limit_mb > 0:
         import resource
 
@@ -266,6 +277,35 @@ def _worker_main() -> None:
         except (Exception, MemoryError, RecursionError) as exc:  # noqa: BLE001 - report, keep serving
             reply = {"error": f"{type(exc).__name__}: {str(exc)[:200]}"}
         print(json.dumps(reply), flush=True)
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """Fork a watcher that SIGKILLs this worker as soon as ``parent_pid`` is gone.
+
+    A thread would not do: math-verify can sit for minutes in one C call (a huge power)
+    holding the GIL. Nor would ``PR_SET_PDEATHSIG``: it fires when the parent *thread* that
+    started us ends, and the verifier may be first used from a short-lived pool thread.
+    The watcher polls pidfds of both processes and exits with whichever ends first.
+    """
+    try:
+        parent_fd = os.pidfd_open(parent_pid)
+    except (AttributeError, OSError):
+        parent_fd = -1
+    if os.getppid() != parent_pid:  # the parent died before we could watch it
+        os._exit(0)
+    worker = os.getpid()
+    if parent_fd < 0 or os.fork() != 0:
+        return  # no pidfd here (old kernel): the worker still ends on EOF of its stdin
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1):  # hold no end of the worker's pipes (EOF must still reach it)
+        os.dup2(devnull, fd)
+    try:
+        worker_fd = os.pidfd_open(worker)
+        ready, _, _ = select.select([parent_fd, worker_fd], [], [])
+        if parent_fd in ready:
+            os.kill(worker, signal.SIGKILL)
+    finally:
+        os._exit(0)
 
 
 _DEFAULT_VERIFIER: MathVerifier | None = None

@@ -219,7 +219,7 @@ def resolve_min_level(min_level: str | None, default: str = "rlimits") -> str:
 def _refuse_below(level: str, min_level: str, caps: SandboxCapabilities) -> None:
     if LEVELS.index(level) <= LEVELS.index(min_level):
         return
-    why = "; ".join(caps.notes) if level == caps.level else f"forced by GDPO_SANDBOX_LEVEL or level={level!r}"
+    why = "; ".join(caps.notes) if level == caps.level else f"forced with level={level!r} or GDPO_SANDBOX_LEVEL"
     raise SandboxError(
         f"sandbox level {level!r} is below the required min_level {min_level!r} ({why}); at {level!r} "
         f"programs are not blocked from: {'; '.join(UNBLOCKED[level])}. Fix: run where `unshare` works "
@@ -246,7 +246,7 @@ def _warn_if_weak(level: str, caps: SandboxCapabilities) -> None:
         if level in _WARNED:
             return
         _WARNED.add(level)
-    why = "; ".join(caps.notes) if level == caps.level else "forced by GDPO_SANDBOX_LEVEL or level="
+    why = "; ".join(caps.notes) if level == caps.level else f"forced with level={level!r} or GDPO_SANDBOX_LEVEL"
     warnings.warn(f"gdpo sandbox runs programs at level {level!r}, not 'namespaces' ({why}); programs are NOT "
                   f"blocked from: {'; '.join(UNBLOCKED[level])}. Refuse this with min_level='namespaces' "
                   "(GDPO_SANDBOX_MIN_LEVEL=namespaces).", SandboxWeakLevelWarning, stacklevel=3)

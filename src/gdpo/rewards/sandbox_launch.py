@@ -53,9 +53,10 @@ def main(config_path: str) -> None:
     with open(config_path, encoding="utf-8") as handle:
         config = json.load(handle)
     status_fd = int(config["status_fd"])
-    handles = _Handles(config)
+    handles = None
     report: dict
     try:
+        handles = _Handles(config)
         seccomp = _load_seccomp() if config["seccomp"] else None
         workdir = _prepare(config)
         if not config["mounts"]:
@@ -67,12 +68,13 @@ def main(config_path: str) -> None:
     except Exception as exc:  # noqa: BLE001 - reported to the parent as a setup error
         report = {"setup_error": f"{type(exc).__name__}: {exc}"}
     _end_leftovers(config)
-    report["oom_kills"] = handles.oom_kills()
+    report["oom_kills"] = handles.oom_kills() if handles else 0
     try:
         os.write(status_fd, json.dumps(report).encode())
     except OSError:
         pass  # the parent is gone; clean up all the same
-    handles.clean_up()
+    if handles:
+        handles.clean_up()
     os._exit(0)  # as PID 1 of the namespace, this kills whatever the program left behind
 
 
