@@ -240,3 +240,11 @@ def test_gdpo_eval_refuses_a_bad_reward_config_before_loading(tmp_path, capsys, 
     err = capsys.readouterr().err
     assert code == 2 and words in err and "Traceback" not in err
     assert "no-model-here" not in err  # the reward config failed first, before the model was looked at
+
+
+def test_cache_metrics_of_a_reward_set(rm_dir):
+    from gdpo.rewards.score_cache import cache_metrics
+
+    rs = RewardSet.from_config([{"name": "reward_model", "params": {"model": str(rm_dir)}}, "toy_short"])
+    rs.score(["a", "a", "b", "a"], prompts=[PROMPT] * 4, target=["a"] * 4, max_len=[3] * 4)
+    assert cache_metrics(rs) == {"rewards/reward_model/cache_hit_rate": 0.5}  # 2 of 4 were repeats

@@ -148,3 +148,16 @@ def cached_scores(cache: ScoreCache, keys: list[Hashable], compute, *, raise_on_
     for i in failed:
         out[i] = floor
     return [float(v) for v in out], len(failed)  # type: ignore[arg-type]
+
+
+def cache_metrics(reward_set) -> dict[str, float]:
+    """``rewards/<name>/cache_hit_rate`` (since the run began) of each reward in the set that caches.
+
+    For a trainer's per-step metrics: ``metrics.update(cache_metrics(reward_set))``.
+    """
+    out: dict[str, float] = {}
+    for name, fn in zip(reward_set.names, reward_set.fns):
+        cache = getattr(fn, "cache", None)
+        if isinstance(cache, ScoreCache):
+            out[f"rewards/{name}/cache_hit_rate"] = cache.stats().hit_rate
+    return out
