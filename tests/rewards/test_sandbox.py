@@ -96,7 +96,8 @@ def test_limits_validate_their_values():
 def test_busy_loop_is_stopped_by_the_cpu_limit():
     result = run_program("while True:\n    pass\n", limits=FAST)
     assert result.status == "timeout"
-    assert result.wall_time < 3.0  # cpu 1 s (+1 s hard) or the 3 s wall, whichever first
+    # cpu 1 s (+1 s hard) or, on a machine so loaded that 1 s of CPU takes longer, the 3 s wall
+    assert result.wall_time < FAST.wall_seconds + 0.5
     assert_no_leftovers(result)
 
 
