@@ -14,7 +14,8 @@ from gdpo.train.config import (
 )
 from gdpo.train.config_io import apply_overrides
 
-CONFIG_ROOT = Path(__file__).resolve().parents[2] / "configs"
+ROOT = Path(__file__).resolve().parents[2]
+CONFIG_ROOT = ROOT / "configs"
 # configs/accelerate holds launcher files (tests/train/test_accelerate_configs.py) and configs/sft
 # `gdpo sft` configs (tests/train/test_sft*.py), not `gdpo train` configs
 CONFIGS = sorted(p for p in CONFIG_ROOT.rglob("*.yaml") if p.parent.name not in ("accelerate", "sft"))
@@ -72,6 +73,15 @@ def test_every_field_is_documented():
     undocumented = [key for key, _, _, help_text in rows if not help_text]
     assert undocumented == []
     assert any(key == "loss.eps_high" for key, *_ in rows)
+
+
+def test_the_docs_table_lists_every_field_with_its_range():
+    from gdpo.train.config_io import numeric_fields
+
+    rows = {line.split(" | ")[0][3:-1]: line for line in (ROOT / "docs" / "training.md").read_text().splitlines()
+            if line.startswith("| `")}
+    assert [key for key, *_ in describe_fields(TrainConfig) if key not in rows] == []
+    assert [key for key, valid in numeric_fields(TrainConfig) if f"| {valid} |" not in rows.get(key, "")] == []
 
 
 def test_missing_file_is_a_clear_error(tmp_path):
