@@ -125,3 +125,28 @@ def test_killing_the_scorer_ends_everything_it_started(sig, tmp_path):
             scorer.kill()
             scorer.wait()
         scorer.stderr.close()
+
+
+def test_the_sweep_removes_unheld_run_folders_and_keeps_held_ones(tmp_path, monkeypatch):
+    # What a parent and launcher SIGKILLed together leave: a folder whose lock nobody holds.
+    import fcntl
+    import tempfile
+
+    from gdpo.rewards import sandbox
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    stale, held, fresh = (tmp_path / f"gdpo-sbx-{name}" for name in ("stale", "held", "fresh"))
+    for folder in (stale, held, fresh):
+        folder.mkdir()
+        (folder / "lock").write_text("")
+        (folder / "config.json").write_text("{}")
+    for folder in (stale, held):
+        os.utime(folder, (time.time() - 10, time.time() - 10))  # older than the 2 s grace
+    lock_fd = os.open(held / "lock", os.O_RDWR)
+    fcntl.flock(lock_fd, fcntl.LOCK_EX)  # a live run's parent holds its lock
+    try:
+        removed = sandbox.sweep_stale()
+    finally:
+        os.close(lock_fd)
+    assert [path for path in removed if path.startswith(str(tmp_path))] == [str(stale)]  # (+ stale cgroups)
+    assert not stale.exists() and held.exists() and fresh.exists()  # fresh: may be taking its lock
