@@ -13,6 +13,8 @@ import json
 import re
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -332,3 +334,25 @@ def test_hf_judge_refuses_a_classifier(tmp_path):
     rm = save_tiny_reward_model(tmp_path / "rm")
     with pytest.raises(ValueError, match="cannot generate.*'reward_model'"):
         RewardSet.from_config([{"name": "judge", "params": {"backend": "hf", "model": str(rm)}}])
+
+
+def test_http_judge_against_judge_serve_over_a_local_causal_lm(tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from gdpo.rewards.judge_serve import ChatModel, make_server
+
+    folder = chain_lm(tmp_path / "seven", "7")
+    server = make_server(ChatModel(AutoModelForCausalLM.from_pretrained(folder), AutoTokenizer.from_pretrained(folder),
+                                   "seven"))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/v1"
+        rs = RewardSet.from_config([{"name": "judge", "params": {"base_url": url, "model": "seven"}}])
+        scores = rs.score(["x", "y"], prompts=["Q", "Q"])
+        with pytest.raises(urllib.error.HTTPError) as info:
+            urllib.request.urlopen(url + "/completions", data=b"{}")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert scores.values[:, 0].tolist() == [7.0, 7.0] and scores.errors["judge"].count == 0
+    assert info.value.code == 404
