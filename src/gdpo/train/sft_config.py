@@ -38,7 +38,8 @@ class SFTDataConfig:
                                 "source=jsonl (required)")
     task: str = _f("toy", "source=task: the registered task whose train rows are rendered")
     params: dict[str, Any] = _f({}, "source=task: task builder parameters; source=toy_mixture: generator "
-                                    "parameters (num_examples, letters, seed, letter_rate, short_rate, ...)")
+                                    "parameters (num_examples, letters, seed, letter_rate, long_rate, "
+                                    "upper_rate, digit_rate, punct_rate)")
     limit: int | None = _f(None, "use only the first this many examples (after the test split); null = all")
     test_fraction: float = _f(0.0, "share of examples held out for the eval loss (eval_loss in metrics.jsonl), "
                                    "in [0, 1)")
