@@ -74,17 +74,23 @@ def regime_of(figures: list[RegimeFigures]) -> str:
     return "multi_signal" if first >= MULTI_SIGNAL else "partial"
 
 
-def regime_sentence(figures: list[RegimeFigures]) -> str:
-    """The regime in words, for the report (and for `gdpo train`'s summary of one run)."""
+def regime_sentence(figures: list[RegimeFigures], where: str = "report") -> str:
+    """The regime in words: ``where="report"`` for a comparison, ``"run"`` for `gdpo train`'s summary of one run.
+
+    >>> print(regime_sentence([RegimeFigures("gdpo", [0.05], [0.02])], where="run")[:60])
+    **The methods must coincide here.** Two or more rewards vari
+    """
     whole = float(np.mean([x for f in figures for x in f.whole]))
     first = float(np.nanmean([x for f in figures for x in f.first]))
     shares = f"{100 * whole:.0f}% of groups over the whole run ({100 * first:.0f}% over the first {FIRST_STEPS} steps)"
     kind = regime_of(figures)
     if kind == "must_coincide":
+        tail = ("a level verdict in this report is no evidence against GDPO (nor for it)" if where == "report" else
+                "GDPO and GRPO would train this run (nearly) identically, so a comparison in this regime says "
+                "nothing about GDPO")
         return (f"**The methods must coincide here.** Two or more rewards varied together in only {shares}. "
                 f"Where at most one reward varies in a group, GDPO's advantages are GRPO's times one positive "
-                f"number per step, and Adam cancels that scale, so both make the same update: a level verdict "
-                f"in this report is no evidence against GDPO (nor for it).")
+                f"number per step, and Adam cancels that scale, so both make the same update: {tail}.")
     if kind == "multi_signal":
         return (f"**Multi-signal regime**: two or more rewards varied together in {shares}, so GDPO's "
                 f"per-reward normalization gives different advantages from GRPO's normalized sum in most groups; "

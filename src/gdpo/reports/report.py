@@ -92,6 +92,7 @@ class ReportData:
     scores: dict[str, list[SeedScores]]  # reward -> one per method
     verdicts: list[Verdict]  # on final scores
     area_verdicts: list[Verdict]  # on mean training reward over all steps (learning speed)
+    areas: dict[str, list[SeedScores]] = field(default_factory=dict)  # reward -> per-seed learning speed, per method
     manifest: dict[str, Any] = field(default_factory=dict)
     regime: list[RegimeFigures] | None = None  # multi-signal fractions per method (None: not logged)
 
@@ -122,7 +123,7 @@ def compute_report_data(output_dir: Path, alpha: float = ALPHA) -> ReportData:
     areas = {name: training_area(runs, name) for name in rewards}
     regime = regime_figures({m: runs_of(runs, m) for m in methods})
     return ReportData(runs, methods, rewards, baseline, source, last_k, default_window(runs), scores,
-                      _verdicts(scores, baseline, alpha), _verdicts(areas, baseline, alpha), manifest, regime)
+                      _verdicts(scores, baseline, alpha), _verdicts(areas, baseline, alpha), areas, manifest, regime)
 
 
 def _verdicts(scores: dict[str, list[SeedScores]], baseline: str, alpha: float) -> list[Verdict]:
@@ -441,6 +442,7 @@ def summary_dict(data: ReportData) -> dict[str, Any]:
         "scores": {name: {s.method: {"final": s.final, "best": s.best, "final_mean": s.final_mean,
                                      "final_std": s.final_std, "best_mean": s.best_mean, "best_std": s.best_std}
                           for s in data.scores[name]} for name in data.rewards},
+        "learning_speed": {name: {s.method: s.final for s in data.areas[name]} for name in data.rewards},
         "verdicts": [_verdict_dict(v) for v in data.verdicts],
         "learning_speed_verdicts": [_verdict_dict(v) for v in data.area_verdicts],
         "collapse": {m: {key: mean_over_training(runs_of(data.runs, m), key)
