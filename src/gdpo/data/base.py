@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from gdpo.errors import InputError, MissingFileError, UserError, one_line
+from gdpo.signature import check_params, unknown
 
 Row = dict[str, Any]
 
@@ -74,13 +75,14 @@ def get_task(name: str, **params: Any) -> Task:
     """Build the task ``name`` with ``params`` (e.g. ``path=...``, ``num_train=...``, ``seed=...``).
 
     The name and the parameter names (and simple types) are checked against the builder's
-    signature first (:func:`gdpo.schema.check_task_params`); a builder's ValueError or
+    signature first (:func:`gdpo.signature.check_params`); a builder's ValueError or
     FileNotFoundError (a bad value, a missing file) comes back as a :class:`gdpo.errors.UserError`
     naming the task.
     """
-    from gdpo.schema import check_task_params
-
-    check_task_params(name, params, key="task", key_format="task param {}")
+    _load_builtins()
+    if name not in _TASKS:
+        raise unknown("task", name, "not a registered task", name, sorted(_TASKS))
+    check_params(f"task {name!r}", _TASKS[name], params, "task param {}", provided=())
     try:
         return _TASKS[name](**params)
     except UserError:

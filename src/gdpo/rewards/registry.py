@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
 from gdpo.errors import ParameterError, UnknownNameError
+from gdpo.signature import check_params
 
 
 class RewardFn(Protocol):
@@ -119,8 +120,6 @@ def get(name: str, **params: Any) -> Callable:
     """Return the reward callable named ``name``, building it with ``params`` if configurable."""
     e = entry(name)
     if e.is_factory:
-        from gdpo.schema import check_params
-
         check_params(f"reward {name!r}", e.builder, params, f"{name}.params.{{}}")  # names, required, types
         fn = e.builder(**params)
         if not hasattr(fn, "floor"):
