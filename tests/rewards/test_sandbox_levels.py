@@ -16,7 +16,7 @@ import sys
 
 import pytest
 
-from gdpo.rewards import sandbox
+from gdpo.rewards import sandbox_levels
 from gdpo.rewards.sandbox import (
     SandboxError,
     SandboxLimits,
@@ -43,7 +43,7 @@ def test_a_path_without_unshare_keeps_the_namespaces_level(tmp_path):
 @pytest.fixture
 def fresh_warnings(monkeypatch):
     """Forget which levels already warned in this process."""
-    monkeypatch.setattr(sandbox, "_WARNED", set())
+    monkeypatch.setattr(sandbox_levels, "_WARNED", set())
 
 
 def test_a_weak_level_warns_naming_the_level_and_what_it_no_longer_blocks(fresh_warnings, monkeypatch):

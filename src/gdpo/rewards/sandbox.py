@@ -26,12 +26,13 @@ run is isolated (details and the per-host table in ``docs/sandbox.md``):
 A level below ``namespaces`` (no ``unshare``, or forced with ``GDPO_SANDBOX_LEVEL``) warns
 once per process with :class:`SandboxWeakLevelWarning`, naming what it no longer blocks;
 ``min_level`` (argument, or ``GDPO_SANDBOX_MIN_LEVEL``) refuses it with a
-:class:`SandboxError` instead.
+:class:`SandboxError` instead (:mod:`gdpo.rewards.sandbox_levels`). Types live in
+:mod:`gdpo.rewards.sandbox_types`, run folders and the stale sweep in
+:mod:`gdpo.rewards.sandbox_sweep`; all public names are re-exported here.
 """
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import re
@@ -44,133 +45,38 @@ import sys
 import tempfile
 import threading
 import time
-import warnings
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 
 from gdpo.rewards import sandbox_cgroup, sandbox_seccomp
 from gdpo.rewards.sandbox_launch import LAUNCH_FLAG, SAFE_PATH
+from gdpo.rewards.sandbox_levels import UNBLOCKED, choose_level, refuse_below, resolve_min_level, warn_if_weak
+from gdpo.rewards.sandbox_sweep import DIR_PREFIX, hold_lock, sweep_stale, sweep_stale_once
+from gdpo.rewards.sandbox_types import (
+    LEVELS,
+    STATUSES,
+    GiB,
+    MiB,
+    RunResult,
+    SandboxCapabilities,
+    SandboxError,
+    SandboxLimits,
+    SandboxWeakLevelWarning,
+)
 
-GiB = 1024**3
-MiB = 1024**2
+__all__ = [
+    "LEVELS", "STATUSES", "UNBLOCKED", "GiB", "MiB", "RunResult", "SandboxCapabilities", "SandboxError",
+    "SandboxLimits", "SandboxWeakLevelWarning", "require_level", "resolve_min_level", "run_program",
+    "sandbox_capabilities", "sweep_stale",
+]
 
-STATUSES = ("ok", "runtime_error", "compile_error", "timeout", "memory", "output_limit", "killed")
-LEVELS = ("namespaces", "uid", "rlimits")  # strongest first
 _UNSHARE_FLAGS = ["--mount", "--net", "--pid", "--ipc", "--uts", "--fork", "--kill-child", "--mount-proc"]
 _SANDBOX_UID_RANGE = (200_000, 1_200_000)  # fresh uid per run; no passwd entry needed
-_DIR_PREFIX = "gdpo-sbx-"
 _LAUNCHER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sandbox_launch.py")
-
-# What each level no longer blocks, compared with "namespaces" (the warning and the refusal name these).
-UNBLOCKED = {
-    "namespaces": (),
-    "uid": (
-        "network access (TCP/UDP to any address, 127.0.0.1 included)",
-        "host unix sockets (any world-connectable socket file, abstract sockets)",
-        "writes into world-writable host directories (/tmp, /var/tmp, /dev/shm)",
-        "reading world-readable host files and other processes' command lines in /proc",
-    ),
-    "rlimits": (
-        "network access (TCP/UDP to any address, 127.0.0.1 included)",
-        "host unix sockets (any world-connectable socket file, abstract sockets)",
-        "writes anywhere this user may write (the program runs as this user)",
-        "reading this user's files and other processes' command lines in /proc",
-        "signals to this user's processes; orphans that leave the subreaper before the final sweep",
-        "as root: the process limit (the kernel ignores RLIMIT_NPROC for root)",
-    ),
-}
-
-
-class SandboxError(RuntimeError):
-    """The sandbox itself could not start or set up the program, or refused a weak level
-    (not the program's fault)."""
-
-
-class SandboxWeakLevelWarning(UserWarning):
-    """Programs run at a level below ``namespaces``; the message names what is not blocked."""
-
-
-@dataclass(frozen=True)
-class SandboxLimits:
-    """Resource limits of one program run.
-
-    cpu_seconds: CPU time of the program's main process (RLIMIT_CPU; SIGKILL 1 s later).
-    wall_seconds: wall-clock time of the whole run, startup included; then everything is killed.
-    memory_bytes: address space per process (RLIMIT_AS), and, where a memory cgroup is usable
-        (``sandbox_capabilities().memory_cap``), all memory the run pins together: every
-        process, tmpfs files, shared memory. At most 2 GiB by default.
-    file_size_bytes: largest file the program may write (RLIMIT_FSIZE).
-    output_bytes: stdout + stderr bytes kept; more kills the run (status ``output_limit``).
-    max_processes: processes + threads the run's uid may own (RLIMIT_NPROC, see module doc).
-    scratch_bytes: size of each private tmpfs (``/tmp``, ``/dev/shm``: the only writable places).
-    open_files: RLIMIT_NOFILE.
-    python: interpreter that runs the program; default: the first one an unprivileged uid can run.
-    """
-
-    cpu_seconds: float = 5.0
-    wall_seconds: float = 10.0
-    memory_bytes: int = 2 * GiB
-    file_size_bytes: int = 16 * MiB
-    output_bytes: int = 1 * MiB
-    max_processes: int = 32
-    scratch_bytes: int = 64 * MiB
-    open_files: int = 256
-    python: str | None = None
-
-    def __post_init__(self) -> None:
-        for name in ("cpu_seconds", "wall_seconds"):
-            value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and value > 0):
-                raise ValueError(f"SandboxLimits.{name} must be a positive number of seconds, got {value!r}")
-        for name in ("memory_bytes", "file_size_bytes", "output_bytes", "max_processes", "scratch_bytes",
-                     "open_files"):
-            value = getattr(self, name)
-            if not (isinstance(value, int) and value > 0):
-                raise ValueError(f"SandboxLimits.{name} must be a positive integer, got {value!r}")
-        if self.memory_bytes < 64 * MiB:
-            raise ValueError(f"SandboxLimits.memory_bytes={self.memory_bytes} is below 64 MiB, too small for "
-                             "the Python interpreter to start; use at least 64 * 1024**2")
-
-
-@dataclass(frozen=True)
-class SandboxCapabilities:
-    """What isolation holds on this host (detected at runtime, cached)."""
-
-    level: str  # one of LEVELS
-    is_root: bool
-    pid_namespace: bool  # no orphans, host processes invisible
-    network_isolated: bool  # empty network namespace (no interface but a down loopback)
-    filesystem_isolated: bool  # minimal read-only root: no host directory or socket reachable
-    uid_drop: bool  # program runs as a fresh unprivileged uid
-    process_limit: bool  # RLIMIT_NPROC is in force for the program
-    python: str  # interpreter running the programs
-    memory_cap: str | None = None  # "cgroup v1" | "cgroup v2": memory_bytes caps the whole run
-    seccomp: bool = False  # memfd / SysV shm / namespaces / mounts refused
-    notes: tuple[str, ...] = ()
-
-
-@dataclass
-class RunResult:
-    """Outcome of one program run."""
-
-    status: str  # one of STATUSES
-    stdout: str
-    stderr: str
-    returncode: int | None  # exit code; -signal when killed by a signal; None when we killed it
-    wall_time: float  # seconds, startup included
-    cpu_time: float = 0.0  # seconds of the program's main process (user + system)
-    signal: int | None = None
-    level: str = ""  # isolation level it ran under
-    uid: int | None = None  # uid it ran as (when dropped)
-    truncated: bool = False  # output cut at limits.output_bytes
-
-    @property
-    def ok(self) -> bool:
-        return self.status == "ok"
 
 
 # ---------------------------------------------------------------------------------------
-# Levels: choosing, refusing, warning
+# Running a program
 # ---------------------------------------------------------------------------------------
 
 def run_program(source: str, stdin: str = "", *, limits: SandboxLimits | None = None,
@@ -187,69 +93,17 @@ def run_program(source: str, stdin: str = "", *, limits: SandboxLimits | None = 
     if not isinstance(source, str) or not isinstance(stdin, str):
         raise TypeError(f"source and stdin must be str, got {type(source).__name__} and {type(stdin).__name__}")
     caps = sandbox_capabilities()
-    level = _choose_level(caps, level)
-    _refuse_below(level, resolve_min_level(min_level), caps)
-    _warn_if_weak(level, caps)
+    level = choose_level(caps, level)
+    refuse_below(level, resolve_min_level(min_level), caps)
+    warn_if_weak(level, caps)
     return _run(source, stdin, limits, dict(files or {}), level, caps)
-
-
-def _choose_level(caps: SandboxCapabilities, level: str | None) -> str:
-    level = level or os.environ.get("GDPO_SANDBOX_LEVEL") or caps.level
-    _check_level_name(level, "sandbox level")
-    if LEVELS.index(level) < LEVELS.index(caps.level):
-        raise ValueError(f"sandbox level {level!r} is not available on this host (best: {caps.level!r}); "
-                         "see sandbox_capabilities().notes")
-    if level == "uid" and not caps.is_root:
-        raise ValueError("sandbox level 'uid' needs root; use 'rlimits'")
-    return level
-
-
-def _check_level_name(level: str, what: str) -> None:
-    if level not in LEVELS:
-        raise ValueError(f"{what} {level!r} is unknown; choose one of {LEVELS} (strongest first)")
-
-
-def resolve_min_level(min_level: str | None, default: str = "rlimits") -> str:
-    """``min_level``, else ``GDPO_SANDBOX_MIN_LEVEL``, else ``default``; validated."""
-    value = min_level or os.environ.get("GDPO_SANDBOX_MIN_LEVEL") or default
-    _check_level_name(value, "min_level (GDPO_SANDBOX_MIN_LEVEL)")
-    return value
-
-
-def _refuse_below(level: str, min_level: str, caps: SandboxCapabilities) -> None:
-    if LEVELS.index(level) <= LEVELS.index(min_level):
-        return
-    why = "; ".join(caps.notes) if level == caps.level else f"forced with level={level!r} or GDPO_SANDBOX_LEVEL"
-    raise SandboxError(
-        f"sandbox level {level!r} is below the required min_level {min_level!r} ({why}); at {level!r} "
-        f"programs are not blocked from: {'; '.join(UNBLOCKED[level])}. Fix: run where `unshare` works "
-        "(root, or unprivileged user namespaces), or accept the weaker level explicitly with "
-        f"GDPO_SANDBOX_MIN_LEVEL={level} (code rewards: gdpo.rewards.code.configure(min_level={level!r}))")
 
 
 def require_level(min_level: str) -> SandboxCapabilities:
     """Refuse (SandboxError, before any program runs) when this host's level is below ``min_level``."""
     caps = sandbox_capabilities()
-    _refuse_below(_choose_level(caps, None), resolve_min_level(min_level), caps)
+    refuse_below(choose_level(caps, None), resolve_min_level(min_level), caps)
     return caps
-
-
-_WARNED: set[str] = set()
-_WARN_LOCK = threading.Lock()
-
-
-def _warn_if_weak(level: str, caps: SandboxCapabilities) -> None:
-    """Once per process and level: say what a level below ``namespaces`` no longer blocks."""
-    if not UNBLOCKED[level]:
-        return
-    with _WARN_LOCK:
-        if level in _WARNED:
-            return
-        _WARNED.add(level)
-    why = "; ".join(caps.notes) if level == caps.level else f"forced with level={level!r} or GDPO_SANDBOX_LEVEL"
-    warnings.warn(f"gdpo sandbox runs programs at level {level!r}, not 'namespaces' ({why}); programs are NOT "
-                  f"blocked from: {'; '.join(UNBLOCKED[level])}. Refuse this with min_level='namespaces' "
-                  "(GDPO_SANDBOX_MIN_LEVEL=namespaces).", SandboxWeakLevelWarning, stacklevel=3)
 
 
 # ---------------------------------------------------------------------------------------
@@ -263,9 +117,9 @@ def _run(source: str, stdin: str, limits: SandboxLimits, files: dict[str, str], 
     if caps is not None:
         python, cgroup_parent, use_seccomp = caps.python, _cgroup_parent(caps), caps.seccomp
     python = limits.python or python
-    _sweep_stale_once()
-    host_dir = tempfile.mkdtemp(prefix=_DIR_PREFIX)
-    lock_fd = _hold_lock(host_dir)
+    sweep_stale_once()
+    host_dir = tempfile.mkdtemp(prefix=DIR_PREFIX)
+    lock_fd = hold_lock(host_dir)
     uid = _fresh_uid() if os.geteuid() == 0 and level != "rlimits" else None
     status_read, status_write = os.pipe()
     parent_fd = _own_pidfd()
@@ -301,12 +155,7 @@ def _run(source: str, stdin: str, limits: SandboxLimits, files: dict[str, str], 
 
 
 def _cgroup_parent(caps: SandboxCapabilities):
-    return _memory_cgroup_parent() if caps.memory_cap else None
-
-
-@lru_cache(maxsize=1)
-def _memory_cgroup_parent():
-    return sandbox_cgroup.find_parent()
+    return sandbox_cgroup.cached_parent() if caps.memory_cap else None
 
 
 def _own_pidfd() -> int:
@@ -315,70 +164,6 @@ def _own_pidfd() -> int:
         return os.pidfd_open(os.getpid())
     except (AttributeError, OSError):
         return -1
-
-
-def _hold_lock(host_dir: str) -> int:
-    """An exclusive flock on ``host_dir/lock`` while the run lasts (the stale sweep skips held ones)."""
-    fd = os.open(os.path.join(host_dir, "lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    fcntl.flock(fd, fcntl.LOCK_EX)
-    return fd
-
-
-_SWEPT: set[int] = set()  # pids that swept already (a forked child sweeps again)
-
-
-def _sweep_stale_once() -> None:
-    if os.getpid() in _SWEPT:
-        return
-    _SWEPT.add(os.getpid())
-    sweep_stale()
-
-
-def sweep_stale(min_age_s: float = 60.0) -> list[str]:
-    """Delete run directories (and their empty cgroups) that no live run holds; return them.
-
-    A run's directory is held by its parent's flock; one whose lock can be taken belongs to a
-    run whose parent and launcher both died before cleaning up (e.g. SIGKILLed together).
-    """
-    removed = []
-    root = tempfile.gettempdir()
-    try:
-        names = [n for n in os.listdir(root) if n.startswith(_DIR_PREFIX)]
-    except OSError:
-        return removed
-    for name in names:
-        path = os.path.join(root, name)
-        if _is_stale(path, min_age_s):
-            shutil.rmtree(path, ignore_errors=True)
-            removed.append(path)
-    parent = _memory_cgroup_parent() if os.geteuid() == 0 else None
-    if parent is not None:
-        for name in os.listdir(parent.path):
-            path = os.path.join(parent.path, name)
-            if name.startswith(_DIR_PREFIX) and time.time() - os.stat(path).st_mtime > min_age_s \
-                    and not sandbox_cgroup._members(path):
-                if sandbox_cgroup.remove(path, budget_seconds=0.1):
-                    removed.append(path)
-    return removed
-
-
-def _is_stale(path: str, min_age_s: float) -> bool:
-    try:
-        info = os.lstat(path)
-        if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid():
-            return False
-        fd = os.open(os.path.join(path, "lock"), os.O_RDWR | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return time.time() - info.st_mtime > min_age_s  # no lock file: an old-format or half-made dir
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        return time.time() - info.st_mtime > 2.0  # not a run that is just taking its lock
-    except OSError:
-        return False  # a live run holds it
-    finally:
-        os.close(fd)
 
 
 def _write_inputs(host_dir: str, source: str, stdin: str, files: dict[str, str], limits: SandboxLimits,
@@ -612,12 +397,12 @@ sandbox_capabilities.cache_clear = _detect_capabilities.cache_clear  # type: ign
 
 
 def _usable_cgroup_parent(notes: list[str]):
-    parent = _memory_cgroup_parent()
+    parent = sandbox_cgroup.cached_parent()
     if parent is None:
         notes.append("no writable memory cgroup: memory_bytes bounds each process (RLIMIT_AS), not the run")
         return None
     try:
-        sandbox_cgroup.remove(sandbox_cgroup.create(parent, f"{_DIR_PREFIX}probe-{secrets.token_hex(4)}", 64 * MiB))
+        sandbox_cgroup.remove(sandbox_cgroup.create(parent, f"{DIR_PREFIX}probe-{secrets.token_hex(4)}", 64 * MiB))
     except OSError as exc:
         notes.append(f"memory cgroup under {parent.path} unusable ({exc}): memory_bytes bounds each process only")
         return None

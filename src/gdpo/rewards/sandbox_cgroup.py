@@ -26,6 +26,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+from functools import lru_cache
 from typing import NamedTuple
 
 _ROOT = "/sys/fs/cgroup"
@@ -71,6 +72,12 @@ def find_parent() -> CgroupParent | None:
                 os.path.join(path, "cgroup.procs")):
             return CgroupParent(path, version)
     return None
+
+
+@lru_cache(maxsize=1)
+def cached_parent() -> CgroupParent | None:
+    """:func:`find_parent`, looked up once per process."""
+    return find_parent()
 
 
 def _v2_memory_enabled(path: str) -> bool:
