@@ -43,9 +43,11 @@ def _figs(first, whole):
 
 def test_regime_words_at_the_thresholds():
     assert regime_of(_figs(0.05, 0.09)) == "must_coincide"
+    assert regime_of(_figs(0.9, 0.05)) == "multi_signal"  # diverged at the start: not "must coincide"
+    assert "fell to 5%" in regime_sentence(_figs(0.9, 0.05))
     assert "must coincide" in regime_sentence(_figs(0.05, 0.09)) and "9%" in regime_sentence(_figs(0.05, 0.09))
     assert regime_of(_figs(0.5, 0.3)) == "multi_signal"
-    assert "Multi-signal regime" in regime_sentence(_figs(0.5, 0.3))
+    assert "Multi-signal regime at the start" in regime_sentence(_figs(0.5, 0.3))
     assert regime_of(_figs(0.3, 0.2)) == "partial"
 
 
@@ -62,7 +64,7 @@ def _write_run(root: Path, method: str, seed: int, multi: float, level: float) -
 
 
 @pytest.mark.parametrize("multi, words, kind", [(0.08, "must coincide", "must_coincide"),
-                                                 (0.8, "Multi-signal regime", "multi_signal")])
+                                                 (0.8, "Multi-signal regime at the start", "multi_signal")])
 def test_report_states_the_regime_and_power(tmp_path, multi, words, kind):
     for seed in range(3):
         _write_run(tmp_path, "grpo", seed, multi, 0.2)
