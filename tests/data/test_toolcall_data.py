@@ -108,8 +108,13 @@ def test_toolrl_task_with_path_and_errors(tmp_path, monkeypatch):
     task = get_task("toolrl", path=str(path), test_fraction=0.2, seed=3)
     assert (len(task.train), len(task.test)) == (8, 2)
     assert sorted(r["index"] for r in task.train + task.test) == list(range(10))
+    whole = get_task("toolrl", path=path, test_fraction=1.0)  # evaluate every row of one file
+    assert (len(whole.train), len(whole.test)) == (0, 10)
     with pytest.raises(ValueError, match="test_fraction"):
-        get_task("toolrl", path=path, test_fraction=1.0)
+        get_task("toolrl", path=path, test_fraction=1.5)
+    other = write_sft(tmp_path / "test.json", [CALL_OUT] * 3)
+    split = get_task("toolrl", path=path, test_path=other)  # ToolRL's own train / test files
+    assert (len(split.train), len(split.test)) == (10, 3) and split.info["test_path"] == str(other)
     monkeypatch.setattr(tc, "DEFAULT_TOOLRL_PATH", tmp_path / "nowhere" / "rlla_sft.json")
     with pytest.raises(FileNotFoundError, match="pass path="):
         get_task("toolrl")
@@ -246,3 +251,17 @@ def test_builtin_parameter_errors():
         get_task("toolcall", num_train=-1)
     task = get_task("toolcall", num_train=0, num_test=5, num_tools=len(tc.TOOLS))
     assert task.train == [] and len(task.test) == 5
+
+
+def test_paper_recipe_names_toolrls_real_files():
+    import inspect
+
+    import yaml
+
+    config = yaml.safe_load((Path(__file__).resolve().parents[2] / "configs" / "paper" /
+                             "qwen2.5-1.5b_toolcall_gdpo.yaml").read_text())
+    params = config["task"]["params"]
+    # ToolRL's repository ships dataset/rlla_4k/train.parquet and test.parquet (verl RL files).
+    assert params["path"].endswith("dataset/rlla_4k/train.parquet")
+    assert params["test_path"].endswith("dataset/rlla_4k/test.parquet")
+    inspect.signature(tc.toolrl_task).bind(**params)  # every parameter is one the task takes

