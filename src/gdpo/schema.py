@@ -28,6 +28,7 @@ gdpo.errors.UnknownNameError: rewards[0].wieght = 2: not a key of a reward entry
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any, Callable, Mapping, Sequence
 
 from gdpo.errors import InputError, UserError, one_line
@@ -61,7 +62,7 @@ def _number(key: str, value: Any, minimum: float | None = None) -> float:
             value = float(value)
         except ValueError:
             pass
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
         raise InputError(f"{key} = {value!r}: must be a finite number"
                          + (f" >= {minimum:g}" if minimum is not None else ""))
     if minimum is not None and value < minimum:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import numbers
 import os
 import types
 import typing
@@ -126,9 +127,9 @@ def fits(tp: Any, value: Any) -> bool:
     if tp is bool:
         return isinstance(value, bool)
     if tp is int:
-        return isinstance(value, int) and not isinstance(value, bool)
+        return isinstance(value, numbers.Integral) and not isinstance(value, bool)
     if tp is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
+        return isinstance(value, numbers.Real) and not isinstance(value, bool)
     if tp is str:
         return isinstance(value, str)
     if isinstance(tp, type) and issubclass(tp, (PurePath, os.PathLike)):
