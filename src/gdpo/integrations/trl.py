@@ -206,9 +206,16 @@ class AdvantageSettings:
                 )
         if self.token_weighted_batch_norm and "lengths" not in known:
             raise ValueError(
-                f"token_weighted_batch_norm=True needs an estimator with a batch step (gdpo, gdpo_no_std); "
-                f"{self.method!r} has none. Set it to False or pick another method."
+                f"token_weighted_batch_norm=True needs an estimator with a batch step "
+                f"({', '.join(_methods_with_lengths())}); {self.method!r} has none. Set it to False or pick another method."
             )
+
+
+def _methods_with_lengths() -> list[str]:
+    """Registered estimators that take ``lengths`` (those with a batch step)."""
+    from gdpo.advantages import estimator_names, get_estimator
+
+    return [name for name in estimator_names() if "lengths" in get_estimator(name).options]
 
 
 @dataclass

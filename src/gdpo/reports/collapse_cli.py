@@ -11,7 +11,9 @@ from gdpo.jsonio import atomic_path, write_text_atomic
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--methods", default="grpo,grpo_no_std,gdpo", help="comma-separated estimator names")
+    parser.add_argument("--methods", default="grpo,grpo_no_std,gdpo,gd2po,saw_gdpo,saw_grpo",
+                        help="comma-separated estimator names (the SAW methods are counted with their batch-level "
+                             "weights held fixed, see docs/estimators.md)")
     parser.add_argument("--max-rollouts", type=int, default=16, help="G axis: 2..this, with K=2 rewards")
     parser.add_argument("--max-rewards", type=int, default=8, help="K axis: 1..this, with G=4 rollouts")
     parser.add_argument("--output-dir", default="outputs/collapse", help="where the PNG and JSON go")
@@ -61,9 +63,13 @@ def plot_table(table: CollapseTable, path: Path) -> Path:
         (axes[1], table.rewards, table.by_rewards, "number of rewards K", f"G = {table.rollouts_fixed} rollouts"),
     )
     for ax, xs, counts, xlabel, title in panels:
-        for method in table.methods:
+        for i, method in enumerate(table.methods):
             pts = [(x, c) for x, c in zip(xs, counts[method]) if c is not None]
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=method)
+            # a method whose counts equal an earlier one's would hide under it: dashed, named as equal
+            same = next((m for m in table.methods[:i] if counts[m] == counts[method]), None)
+            label, style = (f"{method} (= {same})", dict(linestyle="--", marker="x", ms=8)) if same else (
+                method, dict(marker="o"))
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], label=label, **style)
         ax.set_yscale("log")
         ax.set_xlabel(xlabel)
         ax.set_ylabel("distinct advantage groups")
