@@ -248,3 +248,18 @@ def test_cache_metrics_of_a_reward_set(rm_dir):
     rs = RewardSet.from_config([{"name": "reward_model", "params": {"model": str(rm_dir)}}, "toy_short"])
     rs.score(["a", "a", "b", "a"], prompts=[PROMPT] * 4, target=["a"] * 4, max_len=[3] * 4)
     assert cache_metrics(rs) == {"rewards/reward_model/cache_hit_rate": 0.5}  # 2 of 4 were repeats
+
+
+def test_weights_and_conditions_apply_to_the_reward_model(rm_dir, reference):
+    rs = RewardSet.from_config([
+        {"name": "math_format"},
+        {"name": "reward_model", "weight": 0.5, "params": {"model": str(rm_dir)},
+         "condition": {"on": "math_format", "min": 1}, "floor": -9.0},
+    ])
+    good = "<think>2+3=5</think>\n<answer>5</answer>"
+    scores = rs.score([good, "5"], prompts=[PROMPT] * 2)
+    assert scores.weights.tolist() == [1.0, 0.5]
+    # the well-formatted answer keeps its RM score; the other gets the entry's floor (unmet condition)
+    assert scores.column("math_format").tolist() == [1.0, 0.0]
+    assert scores.column("reward_model").tolist() == pytest.approx([direct_score(reference, PROMPT, good), -9.0],
+                                                                   abs=1e-5)
