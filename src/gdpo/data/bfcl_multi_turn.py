@@ -5,7 +5,8 @@ entries are BFCL v3's ``multi_turn_base``, and ``possible_answer/`` for the grou
 package is a dependency, nothing is copied. Each row keeps BFCL's ``id`` and::
 
     prompt                the system message (BFCL's function docs of the involved classes,
-                          minus excluded_function, and the <tool_call> format) + the first user turn
+                          minus excluded_function, and the <tool_call> format) + the first user turn;
+                          ``docs="brief"``: one line per function (name, arguments, first sentence)
     env                   "bfcl" (gdpo.envs.bfcl.BFCLEnv)
     question              JSON: every user turn (the environment sends turns 2.. when the model answers)
     initial_config, involved_classes, excluded_function, ground_truth   JSON strings, as in BFCL
@@ -27,7 +28,7 @@ import json
 from typing import Any, Callable
 
 from gdpo.data.base import Row, Task, register_task
-from gdpo.envs.base import Episode, make_env, system_prompt
+from gdpo.envs.base import MULTI_TURN_RULES, Episode, make_env, system_prompt
 from gdpo.rewards.toolcall import render_tool_calls
 
 CATEGORY = "multi_turn_base"
@@ -55,16 +56,34 @@ def load_entries(category: str = CATEGORY) -> list[dict[str, Any]]:
     return sorted(entries, key=lambda e: int(e["id"].rsplit("_", 1)[1]))
 
 
-def entry_row(entry: dict[str, Any], *, max_turns: int | None = None, max_trajectory_tokens: int = 4096) -> Row:
+def brief_doc(doc: dict[str, Any]) -> str:
+    """``name(arg: type, arg2?: type): first sentence`` of a BFCL function doc (short prompts)."""
+    params = doc.get("parameters", {})
+    required = set(params.get("required", []))
+    args = ", ".join(f"{k}{'' if k in required else '?'}: {v.get('type', 'any')}"
+                     for k, v in params.get("properties", {}).items())
+    text = doc.get("description", "").split("Tool description:")[-1].strip()
+    return f"{doc['name']}({args}): {text.split('. ')[0].rstrip('.')}"
+
+
+def entry_row(entry: dict[str, Any], *, max_turns: int | None = None, max_trajectory_tokens: int = 4096,
+              docs: str = "full") -> Row:
     from gdpo.envs.bfcl import func_docs
 
     excluded = entry.get("excluded_function") or []
-    docs = func_docs(entry["involved_classes"], excluded)
+    schemas = func_docs(entry["involved_classes"], excluded)
+    if docs == "full":
+        system = system_prompt(schemas)
+    elif docs == "brief":
+        system = ("You can call these functions:\n" + "\n".join(brief_doc(d) for d in schemas)
+                  + "\n\n" + MULTI_TURN_RULES)
+    else:
+        raise ValueError(f"task bfcl_multi_turn: docs={docs!r}; expected 'full' (BFCL's JSON docs) or 'brief'")
     turns = entry["question"]
     gt = entry["ground_truth"]
     return {
         "id": entry["id"],
-        "prompt": [{"role": "system", "content": system_prompt(docs)}, *turns[0]],
+        "prompt": [{"role": "system", "content": system}, *turns[0]],
         "env": "bfcl",
         "question": json.dumps(turns),
         "initial_config": json.dumps(entry["initial_config"]),
@@ -78,9 +97,12 @@ def entry_row(entry: dict[str, Any], *, max_turns: int | None = None, max_trajec
 
 @register_task("bfcl_multi_turn")
 def bfcl_multi_turn_task(num_train: int | None = None, num_test: int | None = None,
-                         max_turns: int | None = None, max_trajectory_tokens: int = 4096) -> Task:
+                         max_turns: int | None = None, max_trajectory_tokens: int = 4096, docs: str = "full") -> Task:
     """BFCL multi_turn_base on its executable APIs; train/test split by id (module doc)."""
-    rows = [entry_row(e, max_turns=max_turns, max_trajectory_tokens=max_trajectory_tokens) for e in load_entries()]
+    if docs not in ("full", "brief"):
+        raise ValueError(f"task bfcl_multi_turn: docs={docs!r}; expected 'full' (BFCL's JSON docs) or 'brief'")
+    rows = [entry_row(e, max_turns=max_turns, max_trajectory_tokens=max_trajectory_tokens, docs=docs)
+            for e in load_entries()]
     train = [r for r in rows if split_of(r["id"]) == "train"][:num_train]
     test = [r for r in rows if split_of(r["id"]) == "test"][:num_test]
     return Task("bfcl_multi_turn", train, test, rewards=[

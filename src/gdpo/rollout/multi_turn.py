@@ -5,7 +5,7 @@ For each of the G samples of a row, an environment is made from the row (``row["
 running, until the environment ends it (the model answered without a call), the sample's
 ``max_turns`` model turns, or its ``max_trajectory_tokens`` budget (model + environment tokens
 after the prompt). Rows set both as columns; defaults :data:`DEFAULT_MAX_TURNS` and
-``max_turns * max_new_tokens``. ``rollout.max_new_tokens`` limits each model turn.
+``max_turns * max_new_tokens + ENV_TOKEN_ALLOWANCE``. ``rollout.max_new_tokens`` limits each model turn.
 
 It returns the single-turn :class:`~gdpo.rollout.hf.Rollout` shape, so the trainer consumes it
 unchanged:
@@ -39,6 +39,7 @@ from gdpo.envs.base import Episode, Environment, StepResult, make_env, tool_mess
 from gdpo.rollout.hf import Rollout, render_prompts
 
 DEFAULT_MAX_TURNS = 4
+ENV_TOKEN_ALLOWANCE = 1024  # default budget for the environment's tokens on top of the model's
 
 
 @dataclass
@@ -95,7 +96,7 @@ def _new_sample(index: int, row: dict[str, Any], prompt_ids: torch.Tensor, promp
     env = make_env(row)
     env.reset(row)
     max_turns = int(row.get("max_turns") or DEFAULT_MAX_TURNS)
-    budget = int(row.get("max_trajectory_tokens") or max_turns * max_new_tokens)
+    budget = int(row.get("max_trajectory_tokens") or max_turns * max_new_tokens + ENV_TOKEN_ALLOWANCE)
     if max_turns < 1 or budget < 1:
         raise ValueError(f"row {row.get('id', '')!r}: max_turns={max_turns} and max_trajectory_tokens={budget} "
                          "must be >= 1")
