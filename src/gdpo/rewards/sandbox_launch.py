@@ -9,7 +9,7 @@ at level ``namespaces``. Steps:
    memory cgroup (``cgroup.procs`` for the program, the OOM counter, its parent to delete it).
 2. Level ``namespaces``: SysV shm limits of the fresh IPC namespace set to 0, then a
    **minimal root**: a read-only tmpfs holding bind mounts of ``/usr`` (and ``/bin``, ``/lib*``,
-   ``/sbin``, as symlinks where the host has them), the interpreter's prefix, ``/etc/ld.so.cache``,
+   ``/sbin``, as symlinks where the host has them), the interpreter's prefixes, ``/etc/ld.so.cache``,
    a fresh ``/proc`` of the PID namespace, a ``/dev`` with null/zero/full/random/urandom, and
    private tmpfs ``/tmp`` and ``/dev/shm`` (``scratch_bytes`` each). ``pivot_root`` into it and
    detach the old root: no host directory is reachable, so neither is any host unix socket.
@@ -197,8 +197,7 @@ def _minimal_root(scratch_bytes: int, python: str) -> None:
         elif os.path.isdir(path):
             os.mkdir(new + path)
             _bind(path, new + path)
-    prefix = os.path.dirname(os.path.dirname(os.path.realpath(python)))
-    if not any(prefix == d or prefix.startswith(d + "/") for d in _SYSTEM_DIRS):
+    for prefix in _interpreter_prefixes(python):
         os.makedirs(new + prefix, exist_ok=True)
         _bind(prefix, new + prefix)
     os.makedirs(new + "/etc")
@@ -211,6 +210,18 @@ def _minimal_root(scratch_bytes: int, python: str) -> None:
     os.mkdir(new + "/tmp")
     _mount("tmpfs", new + "/tmp", "tmpfs", _MS_NOSUID | _MS_NODEV, f"size={scratch_bytes},mode=1777")
     _pivot_into(new)
+
+
+def _interpreter_prefixes(python: str) -> list[str]:
+    """Folders outside the system dirs the interpreter needs: its own prefix (a venv keeps
+    its packages) and that of the binary it links to (the standard library)."""
+    prefixes = []
+    for path in (os.path.abspath(python), os.path.realpath(python)):
+        prefix = os.path.dirname(os.path.dirname(path))
+        outside = not any(prefix == d or prefix.startswith(d + "/") for d in _SYSTEM_DIRS)
+        if outside and prefix != "/" and prefix not in prefixes:
+            prefixes.append(prefix)
+    return prefixes
 
 
 def _minimal_dev(dev: str, scratch_bytes: int) -> None:
@@ -263,7 +274,7 @@ def _exec_program(config: dict, workdir: str, status_fd: int, procs_fd: int, sec
         if seccomp is not None:
             seccomp.install()
         env = {"PATH": SAFE_PATH, "HOME": workdir, "TMPDIR": workdir, "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"}
-        python = os.path.realpath(config["python"]) if config["mounts"] else config["python"]
+        python = config["python"]
         os.execve(python, [python, "-I", "main.py"], env)
     except BaseException as exc:  # noqa: BLE001
         os.write(status_fd, json.dumps({"setup_error": f"{type(exc).__name__}: {exc}"}).encode())
