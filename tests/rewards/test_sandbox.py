@@ -256,7 +256,8 @@ def test_a_lone_surrogate_is_a_compile_error_of_the_program():
 
 
 def test_capabilities_are_detected_once_for_many_threads():
-    # Before: 16 threads each ran their own detection (16 probe rounds, 16 different objects).
+    # Before: concurrent first callers each ran their own detection (the issue counted 16 probe
+    # rounds for 16 threads) and got different objects. Now one detection, shared.
     import threading
 
     sandbox_capabilities.cache_clear()
