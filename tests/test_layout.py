@@ -12,7 +12,7 @@ import ast
 from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src"
-CORE = ("gdpo.advantages", "gdpo.reference", "gdpo.analysis")  # the pure math core (numpy; torch tensors pass through)
+CORE = ("gdpo.advantage_core", "gdpo.advantages_successors", "gdpo.advantages", "gdpo.reference", "gdpo.analysis")  # the pure math core (numpy; torch tensors pass through)
 CORE_FORBIDDEN = ("transformers", "yaml", "json", "os", "pathlib", "gdpo.train", "gdpo.data",
                   "gdpo.rewards", "gdpo.eval", "gdpo.reports", "gdpo.rollout", "gdpo.integrations")
 

@@ -7,7 +7,7 @@ verl adapter reach them by name. Same signature and conventions as GDPO (see
 fewer than two usable samples in a group contributes 0, NaN = not applicable, weights w_k,
 the batch step sample-weighted or token-weighted with ``lengths``. ``A_k`` below is reward
 k's per-group z-score exactly as GDPO computes it before summing
-(:func:`gdpo.advantages.per_reward_scores`).
+(:func:`gdpo.advantage_core.per_reward_scores`).
 
 GD²PO (arXiv 2606.16771; public code Qwen-Applications/GD2PO,
 ``tool-calling/verl/trainer/ppo/ray_trainer.py``), method ``gd2po``:
@@ -41,7 +41,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from gdpo.advantages import (
+from gdpo.advantage_core import (
     DEFAULT_EPS,
     GroupIndex,
     _any_applicable,
