@@ -114,3 +114,30 @@ def test_trajectory_rewards_need_an_episode():
     rs = RewardSet.from_config(["final_state_match"])
     with pytest.raises(Exception, match="episode"):
         rs.score(["x"], answer=["1"])
+
+
+def test_eval_command_reports_bfcl_accuracy(capsys, tmp_path):
+    from gdpo.envs.__main__ import main
+
+    out = tmp_path / "records.jsonl"
+    assert main(["--model", "reference", "--split", "test", "--limit", "5", "--output", str(out)]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["accuracy"] == 1.0 and summary["total"] == 5 and summary["error_types"] == {}
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["id"] for r in records] == [f"multi_turn_base_{k}" for k in (0, 5, 10, 15, 20)]
+    assert main(["--model", str(tmp_path / "missing")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not a local folder" in err[0]
+
+
+def test_model_episodes_are_scored_by_bfcls_checker(task):
+    from gdpo.data.bfcl_multi_turn import evaluate_model
+    from gdpo.models import build_tiny
+
+    model, tok, _ = build_tiny(max_positions=512)
+    rows = get_task("bfcl_multi_turn", docs="brief", num_test=2).test
+    result = evaluate_model(model, tok, rows, max_new_tokens=4, max_prompt_tokens=128)
+    assert result["total"] == 2 and result["accuracy"] == 0.0  # a random model solves nothing
+    assert all(r["error_type"].startswith("multi_turn:") for r in result["records"])
+    # it answered without calls: every user turn was played, one model turn each
+    assert [r["turns"] for r in result["records"]] == [len(json.loads(r["question"])) for r in rows]

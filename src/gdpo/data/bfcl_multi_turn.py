@@ -163,26 +163,56 @@ def reference_replies(row: Row) -> Callable[[Episode], str]:
     return reply
 
 
+def evaluate_entries(rows: list[Row], model=None, tokenizer=None, *, max_new_tokens: int = 256,
+                     max_prompt_tokens: int = 8192, batch_size: int = 8) -> list[dict[str, Any]]:
+    """One record per row: BFCL's multi-turn verdict (``accuracy`` 1.0 / 0.0) and the trajectory.
+
+    ``model=None``: the ground-truth policy (``--model reference``); else greedy multi-turn
+    episodes of ``model`` (HF generate, ``max_new_tokens`` per turn). The mean of ``accuracy``
+    over rows is BFCL's multi-turn accuracy (BFCL's ``multi_turn_checker`` decides each entry).
+    This is the hook for ``gdpo eval --task bfcl_multi_turn``.
+    """
+    from gdpo.envs.bfcl import bfcl_check
+
+    if model is None:
+        episodes = [run_text_episode(row, reference_replies(row)) for row in rows]
+    else:
+        from gdpo.rollout.multi_turn import generate_multi_turn
+
+        episodes = []
+        for start in range(0, len(rows), batch_size):
+            out = generate_multi_turn(model, tokenizer, rows[start:start + batch_size], num_generations=1,
+                                      max_new_tokens=max_new_tokens, max_prompt_tokens=max_prompt_tokens, greedy=True)
+            episodes += [r["episode"] for r in out.rows]
+    records = []
+    for row, ep in zip(rows, episodes):
+        verdict = bfcl_check(ep.env)
+        records.append({"id": row["id"], "accuracy": 1.0 if verdict.get("valid") else 0.0,
+                        "error_type": verdict.get("error_type"), "turns": len(ep.turns), "calls": ep.num_calls,
+                        "env_errors": ep.errors, "end": ep.end, "state_match": ep.env.success(),
+                        "trajectory": ep.summary()})
+    return records
+
+
+def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """BFCL multi-turn accuracy and means over the records of :func:`evaluate_entries`."""
+    n = max(1, len(records))
+    errors: dict[str, int] = {}
+    for r in records:
+        if not r["accuracy"]:
+            errors[str(r["error_type"])] = errors.get(str(r["error_type"]), 0) + 1
+    return {"accuracy": sum(r["accuracy"] for r in records) / n, "correct": int(sum(r["accuracy"] for r in records)),
+            "total": len(records), "state_match": sum(r["state_match"] for r in records) / n,
+            "turns": sum(r["turns"] for r in records) / n, "calls": sum(r["calls"] for r in records) / n,
+            "env_errors": sum(r["env_errors"] for r in records) / n, "error_types": errors}
+
+
 def evaluate_reference(rows: list[Row]) -> dict[str, Any]:
     """BFCL multi-turn accuracy of the ground-truth policy (must be 1.0)."""
-    from gdpo.envs.bfcl import bfcl_accuracy
-
-    episodes = [run_text_episode(row, reference_replies(row)) for row in rows]
-    return bfcl_accuracy(episodes)
+    return summarize(evaluate_entries(rows))
 
 
-def evaluate_model(model, tokenizer, rows: list[Row], *, max_new_tokens: int = 256,
-                   max_prompt_tokens: int = 8192, batch_size: int = 8) -> dict[str, Any]:
+def evaluate_model(model, tokenizer, rows: list[Row], **kwargs: Any) -> dict[str, Any]:
     """BFCL multi-turn accuracy of a model: greedy multi-turn episodes, BFCL's checker."""
-    from gdpo.envs.bfcl import bfcl_accuracy
-    from gdpo.rollout.multi_turn import generate_multi_turn
-
-    episodes: list[Episode] = []
-    for start in range(0, len(rows), batch_size):
-        out = generate_multi_turn(model, tokenizer, rows[start:start + batch_size], num_generations=1,
-                                  max_new_tokens=max_new_tokens, max_prompt_tokens=max_prompt_tokens, greedy=True)
-        episodes += [r["episode"] for r in out.rows]
-    result = bfcl_accuracy(episodes)
-    result["ids"] = [r["id"] for r in rows]
-    result["trajectories"] = [ep.summary() for ep in episodes]
-    return result
+    records = evaluate_entries(rows, model, tokenizer, **kwargs)
+    return {**summarize(records), "records": records}
