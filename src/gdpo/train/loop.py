@@ -164,6 +164,7 @@ def step_metrics(scored: ScoredBatch, rollout: Rollout, figures: dict[str, float
     out.update(advantage_metrics(scored.advantages[kept], scored.group_ids[kept]) if kept.any() else {})
     out.update(length_metrics(scored.lengths, truncated))
     out.update(figures)
+    out.update(rollout.metrics)  # backend figures: multi-turn episodes (gdpo.rollout.multi_turn)
     out["kl"] = out.get("loss/kl", 0.0)
     out["clip_frac"] = out.get("loss/clip_frac", 0.0)
     out["entropy"] = out.get("loss/entropy", float("nan"))
