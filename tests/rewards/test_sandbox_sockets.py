@@ -86,3 +86,26 @@ def test_the_program_sees_a_minimal_root():
     assert tmp == ["work"]
     for host_only in ("run", "root", "home", "var", "work", "srv", "opt", "mnt"):
         assert host_only not in top
+
+
+def test_the_launchers_descriptors_into_the_host_are_out_of_reach():
+    # The launcher (PID 1 of the namespace) keeps descriptors to the host's TMPDIR and cgroup
+    # to clean up after the pivot; it is not dumpable and the program holds no capability, so
+    # neither /proc/1/fd/* nor ptrace reach them.
+    if not CAPS.pid_namespace:
+        pytest.skip(f"no PID namespace at level {CAPS.level!r}: {CAPS.notes}")
+    program = (
+        "import ctypes, os\n"
+        "reached = []\n"
+        "for n in range(64):\n"
+        "    try:\n"
+        "        os.listdir(f'/proc/1/fd/{n}')\n"
+        "        reached.append(n)\n"
+        "    except OSError:\n"
+        "        pass\n"
+        "libc = ctypes.CDLL(None, use_errno=True)\n"
+        "print(reached, libc.ptrace(16, 1, 0, 0))  # PTRACE_ATTACH to the launcher\n"
+    )
+    result = run_program(program, limits=FAST)
+    assert result.status == "ok", result.stderr
+    assert result.stdout.strip() == "[] -1"

@@ -13,8 +13,10 @@ at level ``namespaces``. Steps:
    a fresh ``/proc`` of the PID namespace, a ``/dev`` with null/zero/full/random/urandom, and
    private tmpfs ``/tmp`` and ``/dev/shm`` (``scratch_bytes`` each). ``pivot_root`` into it and
    detach the old root: no host directory is reachable, so neither is any host unix socket.
-3. Fork the program: join the cgroup, ``oom_score_adj`` 1000, rlimits, fresh uid, the seccomp
-   filter, ``execve(python -I main.py)``.
+3. Fork the program: join the cgroup, ``oom_score_adj`` 1000, rlimits, fresh uid (or, without
+   one -- e.g. "root" of a user namespace -- no capabilities, for good), the seccomp filter,
+   ``execve(python -I main.py)``. The launcher itself is not dumpable: the program cannot
+   ptrace it nor open ``/proc/1/fd/*`` (the launcher's descriptors into the host).
 4. Wait for the program, the wall limit, or the parent's death (a pidfd of the parent,
    passed in; plus POLLERR on the status pipe once its reader is gone), whichever first; on
    the last two the program is SIGKILLed. Then kill and reap everything left, report
@@ -45,6 +47,10 @@ _DEVICES = ("null", "zero", "full", "random", "urandom")
 _MS_RDONLY, _MS_NOSUID, _MS_NODEV, _MS_NOEXEC, _MS_REMOUNT, _MS_BIND, _MS_REC = 1, 2, 4, 8, 32, 4096, 16384
 _MS_NOATIME, _MS_NODIRATIME, _MS_RELATIME = 1024, 2048, 1 << 21
 _MNT_DETACH = 2
+_PR_SET_DUMPABLE, _PR_CAPBSET_DROP, _PR_SET_SECUREBITS, _PR_CAP_AMBIENT = 4, 24, 28, 47
+_PR_CAP_AMBIENT_CLEAR_ALL = 4
+# SECBIT_NOROOT | _LOCKED | SECBIT_NO_SETUID_FIXUP | _LOCKED | SECBIT_KEEP_CAPS_LOCKED | SECBIT_NO_CAP_AMBIENT_RAISE | _LOCKED
+_SECUREBITS_NO_ROOT_POWERS = 0x01 | 0x02 | 0x04 | 0x08 | 0x20 | 0x40 | 0x80
 _SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41}
 _LIBC = ctypes.CDLL(None, use_errno=True)
 
@@ -56,6 +62,7 @@ def main(config_path: str) -> None:
     handles = None
     report: dict
     try:
+        _LIBC.prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0)  # no ptrace, no /proc/1/fd/* for the program
         handles = _Handles(config)
         seccomp = _load_seccomp() if config["seccomp"] else None
         workdir = _prepare(config)
@@ -269,6 +276,8 @@ def _exec_program(config: dict, workdir: str, status_fd: int, procs_fd: int, sec
             os.setgroups([])
             os.setresgid(uid, uid, uid)
             os.setresuid(uid, uid, uid)
+        else:
+            _drop_capabilities()  # e.g. "root" of a user namespace: root in name only
         os.chdir(workdir)
         os.umask(0o077)
         if seccomp is not None:
@@ -279,6 +288,23 @@ def _exec_program(config: dict, workdir: str, status_fd: int, procs_fd: int, sec
     except BaseException as exc:  # noqa: BLE001
         os.write(status_fd, json.dumps({"setup_error": f"{type(exc).__name__}: {exc}"}).encode())
         os._exit(127)
+
+
+def _drop_capabilities() -> None:
+    """Keep uid 0 (where we are it) but give up every capability, for good: exec grants none
+    back (SECBIT_NOROOT), the bounding and ambient sets are empty. A no-op for other users."""
+    if os.geteuid() != 0:
+        return
+    if _LIBC.prctl(_PR_SET_SECUREBITS, _SECUREBITS_NO_ROOT_POWERS, 0, 0, 0) != 0:
+        errno = ctypes.get_errno()
+        raise OSError(errno, f"prctl(SET_SECUREBITS): {os.strerror(errno)}")
+    _LIBC.prctl(_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)
+    cap = 0
+    while _LIBC.prctl(_PR_CAPBSET_DROP, cap, 0, 0, 0) == 0:  # EINVAL past the last capability
+        cap += 1
+    if cap == 0:
+        errno = ctypes.get_errno()
+        raise OSError(errno, f"prctl(CAPBSET_DROP): {os.strerror(errno)}")
 
 
 def _set_rlimits(limits: dict, nproc_base: int) -> None:
