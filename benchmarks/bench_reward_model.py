@@ -86,7 +86,8 @@ def pairs(n: int, chars: int, group: int = 1):
 
 
 def throughput(folder: Path, args) -> list[tuple[int, float, float, float]]:
-    """(batch size, samples/s uncached, samples/s cached with groups, hit rate) per batch size."""
+    """(batch size, samples/s uncached, samples per CPU-second uncached, samples/s cached with groups,
+    hit rate) per batch size."""
     import gdpo.rewards
 
     prompts, completions = pairs(args.samples, args.completion_chars)
@@ -95,18 +96,28 @@ def throughput(folder: Path, args) -> list[tuple[int, float, float, float]]:
     for bs in [int(b) for b in args.batch_sizes.split(",")]:
         fn = gdpo.rewards.get("reward_model", model=str(folder), batch_size=bs, cache=False)
         fn(completions[:bs], prompts=prompts[:bs])  # warm-up
-        times = []
+        times, cpu = [], []
         for _ in range(args.repeats):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             fn(completions, prompts=prompts)
             times.append(time.perf_counter() - t0)
+            cpu.append(time.process_time() - c0)
         cached = gdpo.rewards.get("reward_model", model=str(folder), batch_size=bs)
         t0 = time.perf_counter()
         cached(gcompletions, prompts=gprompts)
         t_cached = time.perf_counter() - t0
-        rows.append((bs, args.samples / statistics.median(times), args.samples / t_cached,
-                     cached.cache.stats().hit_rate))
+        rows.append((bs, args.samples / statistics.median(times), args.samples / statistics.median(cpu),
+                     args.samples / t_cached, cached.cache.stats().hit_rate))
     return rows
+
+
+def mean_tokens(folder: Path, args) -> float:
+    import gdpo.rewards
+
+    fn = gdpo.rewards.get("reward_model", model=str(folder))
+    prompts, completions = pairs(args.samples, args.completion_chars)
+    texts = [fn.render(p, c) for p, c in zip(prompts, completions)]
+    return statistics.mean(len(fn.tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts)
 
 
 def step_share(folder: Path, args, work: Path) -> tuple[list[float], list[float]]:
@@ -164,11 +175,11 @@ def main(argv=None) -> int:
                      .from_pretrained(folder).parameters())
         print(f"RM: {args.rm} ({params / 1e6:.2f} M parameters), {args.threads} torch thread(s); before: {load_line()}")
         print(f"\nthroughput, {args.samples} math prompts x {args.completion_chars}-char completions "
-              f"(median of {args.repeats}):\n")
-        print("| batch size | samples/s (no cache) | samples/s (groups of "
-              f"{args.group}, cache on) | hit rate |\n|---:|---:|---:|---:|")
-        for bs, rate, cached, hit in throughput(folder, args):
-            print(f"| {bs} | {rate:.1f} | {cached:.1f} | {hit:.2f} |")
+              f"({mean_tokens(folder, args):.0f} tokens per input on average; median of {args.repeats}):\n")
+        print("| batch size | samples/s (no cache) | samples per CPU-s (no cache) | samples/s (groups of "
+              f"{args.group}, cache on) | hit rate |\n|---:|---:|---:|---:|---:|")
+        for bs, rate, per_cpu, cached, hit in throughput(folder, args):
+            print(f"| {bs} | {rate:.2f} | {per_cpu:.2f} | {cached:.2f} | {hit:.2f} |")
         if args.steps:
             steps, rm = step_share(folder, args, work)
             shares = [r / s for r, s in zip(rm, steps)]
