@@ -43,6 +43,10 @@ def test_trains_on_a_user_tool_environment(tmp_path):
     assert [h["step"] for h in result.history] == [1, 2]
     assert {"rewards/final_answer/mean", "rewards/turn_format/mean", "rewards/call_efficiency/mean",
             "rewards/env_no_errors/mean"} <= set(result.history[0])
+    for h in result.history:  # the episode figures reach metrics.jsonl
+        assert 1.0 <= h["episode/turns"] <= 2.0 and h["episode/env_errors"] >= 0.0
+        assert h["episode/end_answer"] + h["episode/end_max_turns"] + h["episode/end_budget"] + h["episode/end_env"] == \
+            pytest.approx(1.0)
     samples = _read(tmp_path / "run" / "samples.jsonl")
     assert len(samples) == 4 and set(samples[0]["rewards"]) == {"final_answer", "turn_format", "call_efficiency",
                                                                 "env_no_errors"}
