@@ -264,7 +264,9 @@ def _pivot_into(new: str) -> None:
 def _exec_program(config: dict, workdir: str, status_fd: int, procs_fd: int, seccomp) -> None:
     """Child: cgroup, limits, privilege drop, filter, clean exec. Never returns."""
     try:
-        os.set_inheritable(status_fd, False)  # the program never sees the status pipe
+        for fd in (status_fd, int(config.get("parent_fd", -1))):
+            if fd >= 0:
+                os.set_inheritable(fd, False)  # the program sees neither the status pipe nor the parent's pidfd
         if procs_fd >= 0:
             os.write(procs_fd, b"0")  # this process joins the run's memory cgroup
             os.close(procs_fd)

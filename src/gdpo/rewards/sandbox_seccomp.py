@@ -11,6 +11,8 @@ answers ``EPERM`` to
   of the private file-system view: ``unshare``, ``setns``, ``clone`` with any ``CLONE_NEW*``
   flag, ``mount`` / ``umount2`` / ``pivot_root`` / ``chroot`` and the new mount API
   (``fsopen`` ... ``mount_setattr``);
+* reaching into other processes: ``ptrace``, ``process_vm_readv`` / ``writev``,
+  ``pidfd_getfd``;
 * kernel surfaces a test program never needs: keyrings, ``bpf``, ``userfaultfd``,
   ``perf_event_open``, ``io_uring_setup``;
 
@@ -32,11 +34,11 @@ AUDIT_ARCH_X86_64 = 0xC000003E
 X32_SYSCALL_BIT = 0x40000000
 # x86_64 syscall numbers (asm/unistd_64.h)
 _X86_64_DENY = {
-    "shmget": 29, "shmat": 30, "pivot_root": 155, "chroot": 161, "mount": 165, "umount2": 166,
+    "shmget": 29, "shmat": 30, "ptrace": 101, "pivot_root": 155, "chroot": 161, "mount": 165, "umount2": 166,
     "add_key": 248, "request_key": 249, "keyctl": 250, "unshare": 272, "perf_event_open": 298,
-    "setns": 308, "memfd_create": 319, "bpf": 321, "userfaultfd": 323, "io_uring_setup": 425,
+    "setns": 308, "process_vm_readv": 310, "process_vm_writev": 311, "memfd_create": 319, "bpf": 321, "userfaultfd": 323, "io_uring_setup": 425,
     "open_tree": 428, "move_mount": 429, "fsopen": 430, "fsconfig": 431, "fsmount": 432,
-    "fspick": 433, "mount_setattr": 442, "memfd_secret": 447,
+    "fspick": 433, "pidfd_getfd": 438, "mount_setattr": 442, "memfd_secret": 447,
 }
 _X86_64_CLONE, _X86_64_CLONE3 = 56, 435
 # CLONE_NEWNS | NEWCGROUP | NEWUTS | NEWIPC | NEWUSER | NEWPID | NEWNET (CLONE_NEWTIME is clone3-only)
