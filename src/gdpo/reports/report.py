@@ -247,10 +247,11 @@ def power_section(data: ReportData) -> list[Block]:
         return []
     items = []
     for c in numbers:
-        gaps = [f"{label} gap >= {c[key]:.3f}" for key, label in (("min_detectable_gap_final", "final"),
-                                                                   ("min_detectable_gap_learning_speed",
-                                                                    "learning-speed")) if
-                isinstance(c[key], float)]
+        gaps = [(f"{label} gap >= {c[key]:.3f}" if c[key] > 0 else f"{label}: no seed-to-seed spread (every "
+                 f"seed scored the same, so any gap at all would show)")
+                for key, label in (("min_detectable_gap_final", "final"),
+                                   ("min_detectable_gap_learning_speed", "learning-speed"))
+                if isinstance(c[key], float)]
         items.append(f"`{c['reward']}`, {c['method']} vs {c['baseline']} ({c['n'][0]} vs {c['n'][1]} seeds): "
                      f"|d| >= {c['min_detectable_d']:.2f}" + (f", i.e. {', '.join(gaps)}" if gaps else ""))
     return [Para("**Power** (smallest effect this report detects with 80% probability at p < 0.05; "
