@@ -101,13 +101,14 @@ def regime_sentence(figures: list[RegimeFigures], where: str = "report") -> str:
                 f"Where at most one reward varies in a group, GDPO's advantages are GRPO's times one positive "
                 f"number per step, and Adam cancels that scale, so both make the same update: {tail}.")
     if kind == "multi_signal":
+        verdicts = "the verdicts below" if where == "report" else "GDPO vs GRPO comparisons of this setup"
         later = (f" The share fell to {100 * whole:.0f}% over the whole run as the rewards saturated, but the "
                  f"runs had already diverged." if whole < MUST_COINCIDE else "")
         return (f"**Multi-signal regime at the start**: two or more rewards varied together in {shares}, so "
                 f"GDPO's per-reward normalization gave different advantages from GRPO's normalized sum in most "
-                f"groups; the verdicts below test a real difference in the estimators.{later}")
+                f"groups; {verdicts} test a real difference in the estimators.{later}")
     return (f"Two or more rewards varied together in {shares}: GDPO can differ from GRPO only in those groups "
-            f"(elsewhere the two coincide up to a positive scale per step).")
+            f"(elsewhere the two coincide up to a positive scale per step, which Adam cancels).")
 
 
 # ---------------------------------------------------------------- power
@@ -132,3 +133,18 @@ def min_detectable_d(n_a: int, n_b: int, alpha: float = 0.05, power: float = 0.8
         return math.inf
     df = n_a + n_b - 2
     return (t_quantile(1 - alpha / 2, df) + t_quantile(power, df)) * math.sqrt(1 / n_a + 1 / n_b)
+
+
+def run_regime_sentence(history: list[dict[str, Any]], method: str = "") -> str | None:
+    """The regime sentence for one run's metrics rows (``gdpo train``'s summary); None without ``KEY``.
+
+    >>> rows = [{"step": s, KEY: 0.0} for s in range(1, 21)]
+    >>> run_regime_sentence(rows).startswith("**The methods must coincide here.**")
+    True
+    """
+    pairs = [(int(r["step"]), float(r[KEY])) for r in history if r.get(KEY) is not None]
+    if not pairs:
+        return None
+    values = np.asarray([v for _, v in pairs])
+    early = [v for s, v in pairs if s <= FIRST_STEPS] or [float("nan")]
+    return regime_sentence([RegimeFigures(method, [float(np.mean(early))], [float(values.mean())])], where="run")
