@@ -28,7 +28,8 @@ def verdict(case):
     from bfcl_eval.model_handler.utils import default_decode_ast_prompting
     from bfcl_eval.utils import is_empty_output, is_function_calling_format_output
 
-    model = next(name for name, cfg in MODEL_CONFIG_MAPPING.items() if not cfg.is_fc_model and not cfg.underscore_to_dot)
+    model = next(name for name, cfg in MODEL_CONFIG_MAPPING.items()
+                 if not cfg.is_fc_model and not cfg.underscore_to_dot)
     languages = {"simple_java": Language.JAVA, "simple_javascript": Language.JAVASCRIPT}
     category = case["category"]
     language = languages.get(category, Language.PYTHON)

@@ -62,7 +62,8 @@ def test_bfcl_rules_types_strings_order_and_optional_parameters():
     row = _row("simple_python_0")  # base, height: integer; unit optional ("units" or left out)
     assert _score(row, [{"name": "calculate_triangle_area", "arguments": {"base": 10, "height": 5}}])
     assert _score(row, [{"name": "calculate_triangle_area", "arguments": {"base": 10, "height": 5, "unit": "Units"}}])
-    assert not _score(row, [{"name": "calculate_triangle_area", "arguments": {"base": 10.0, "height": 5}}])  # float≠int
+    # a float for an integer parameter fails (only int -> float is accepted)
+    assert not _score(row, [{"name": "calculate_triangle_area", "arguments": {"base": 10.0, "height": 5}}])
     assert not _score(row, [{"name": "calculate_triangle_area", "arguments": {"base": "10", "height": 5}}])
     assert not _score(row, [{"name": "calculate_triangle_area", "arguments": {"base": 10}}])  # missing required
     assert not _score(row, [])  # no call where one is needed
@@ -102,8 +103,8 @@ def test_decoding_follows_toolrls_bfcl_handler():
 
 
 def test_checker_import_leaves_no_stand_in_behind():
-    check(category_rows("simple_python")[0]["reference"], "simple_python", category_rows("simple_python")[0]["functions"],
-          category_rows("simple_python")[0]["possible_answer"])
+    row = category_rows("simple_python")[0]
+    check(row["reference"], "simple_python", row["functions"], row["possible_answer"])
     assert "bfcl_eval.eval_checker.ast_eval.ast_checker" in sys.modules
     assert "bfcl_eval.constants.model_config" not in sys.modules  # removed again after the checker's import
 

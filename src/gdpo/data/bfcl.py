@@ -131,7 +131,8 @@ def parse_categories(categories: str | list[str] | tuple[str, ...] | None) -> li
         name = ALIASES.get(item, item)
         if name in OTHER_CATEGORIES:
             raise ValueError(f"categories: {item!r} is a multi-turn / agentic BFCL category, not scored by this "
-                             f"single-turn task; choose from {', '.join(CATEGORIES)}")
+                             "single-turn task (the bfcl_multi_turn task runs multi_turn_*); choose from "
+                             f"{', '.join(CATEGORIES)}")
         if name not in CATEGORIES:
             raise ValueError(f"categories: unknown BFCL category {item!r}; choose from {', '.join(CATEGORIES)} "
                              f"(aliases: {', '.join(ALIASES)}), comma-separated")
@@ -331,7 +332,8 @@ def category_rows(category: str) -> list[Row]:
             "possible_answer": json.dumps(truth, ensure_ascii=False),
             "answer": json.dumps([c.to_dict() for c in calls], ensure_ascii=False),
             "expects_response": not calls,
-            "reference": render_completion(calls, reply, think="I read the request and the available tools.", key="parameters"),
+            "reference": render_completion(calls, reply, think="I read the request and the available tools.",
+                                           key="parameters"),
         })
     return rows
 

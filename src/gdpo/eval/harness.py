@@ -59,7 +59,8 @@ class EvalSettings:
             raise ValueError(f"--samples {self.samples} with --temperature 0: greedy decoding gives the same "
                              "completion every time; use a temperature > 0 (the paper: 0.6) or --samples 1")
         if self.long_prompts not in ("warn", "error"):
-            raise ValueError(f"--long-prompts {self.long_prompts!r}: use 'warn' (cut from the left, counted) or 'error'")
+            raise ValueError(f"--long-prompts {self.long_prompts!r}: use 'warn' (cut from the left, counted) "
+                             "or 'error'")
         for name in ("max_new_tokens", "batch_size", "max_prompt_tokens"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} {getattr(self, name)}: must be >= 1")
