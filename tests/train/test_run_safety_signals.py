@@ -74,7 +74,7 @@ def test_sigterm_to_a_training_process_checkpoints_the_step_and_exits_143(tmp_pa
 def test_sigint_in_process_stops_after_the_step_and_restores_the_handler(tmp_path):
     out = tmp_path / "run"
     before = signal.getsignal(signal.SIGINT)
-    _plan(signal.SIGINT, at_calls=(2,))  # during step 2's scoring
+    _plan(signal.SIGINT, at_calls=(2,), repeat=2)  # during step 2's scoring, twice at once (as torchrun + Ctrl-C)
     result = load_and_train(str(SMOKE), [*TINY, PROBE, "steps=6", "checkpoint.every=0"], str(out), resume=False)
     assert (result.stopped_by, result.steps_done) == (signal.SIGINT, 2)
     assert _steps(out) == [1, 2] and _checkpoints(out) == ["step-000002"]
@@ -82,7 +82,10 @@ def test_sigint_in_process_stops_after_the_step_and_restores_the_handler(tmp_pat
     assert signal.getsignal(signal.SIGINT) is before
 
 
-def test_a_second_signal_stops_at_once_and_leaves_complete_checkpoints(tmp_path):
+def test_a_second_signal_stops_at_once_and_leaves_complete_checkpoints(tmp_path, monkeypatch):
+    from gdpo.train import stop
+
+    monkeypatch.setattr(stop, "ECHO_S", 0.0)  # no grace: the second signal is a new request
     out = tmp_path / "run"
     _plan(signal.SIGTERM, at_calls=(2,), repeat=2)  # twice during step 2: the second raises KeyboardInterrupt
     with pytest.raises(KeyboardInterrupt):

@@ -109,7 +109,7 @@ def update(s: Session, batch: UpdateBatch, settings, info: dist.DistInfo, autoca
     try:
         return update_policy(s.policy.model, s.optimizer, s.scheduler, batch, settings, info, autocast)
     except NonFiniteError as exc:
-        raise NonFiniteError(f"step {step}: {exc}; the newest checkpoint (step {s.saved_step}) is intact") from None
+        raise NonFiniteError(f"step {step}: {exc}; {s.checkpoint_note()}") from None
 
 
 def check_nonfinite(figures: dict[str, float], step: int, cfg: TrainConfig, s: Session, in_a_row: int) -> int:
@@ -125,8 +125,8 @@ def check_nonfinite(figures: dict[str, float], step: int, cfg: TrainConfig, s: S
     if in_a_row >= cfg.optim.nonfinite_patience:
         raise NonFiniteError(
             f"step {step}: every optimizer step of the last {in_a_row} steps had a NaN / inf gradient norm "
-            f"(optim.nonfinite_patience={cfg.optim.nonfinite_patience}); the run stopped, the newest checkpoint "
-            f"(step {s.saved_step}) is intact; lower optim.lr or check the rewards")
+            f"(optim.nonfinite_patience={cfg.optim.nonfinite_patience}); the run stopped, {s.checkpoint_note()}; "
+            f"lower optim.lr or check the rewards")
     return in_a_row
 
 

@@ -116,13 +116,19 @@ class Session:
         bad = int(dist.all_reduce_sum(torch.tensor(nonfinite_weights(self.policy.core)), self.info))
         if bad:
             raise NonFiniteError(f"{bad} trainable weights are NaN or inf; checkpoint step {step} was not written "
-                                 f"(the newest one, step {self.saved_step}, is intact)")
+                                 f"({self.checkpoint_note()})")
         state = {"sampler": self.sampler.state()}
         ckpt.save_checkpoint(self.output_dir, step, model=self.policy.core, optimizer=self.optimizer,
                              scheduler=self.scheduler, state=state, rank=self.info.rank,
                              world_size=self.info.world_size, keep_last=self.cfg.checkpoint.keep_last,
                              barrier=lambda: dist.barrier(self.info))
         self.saved_step = step
+
+    def checkpoint_note(self) -> str:
+        """For stop messages: which checkpoint a resume would start from."""
+        if self.saved_step:
+            return f"the newest checkpoint (step {self.saved_step}) is intact"
+        return "no checkpoint was written yet"
 
     def close(self) -> None:
         """Flush and close the outputs (also when the run stops with an error); once."""

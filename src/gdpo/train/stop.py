@@ -5,7 +5,10 @@ While a run trains, SIGTERM and SIGINT only set a flag (:class:`StopSignals`); t
 their flags, so they stop after the same step even when only one was signalled. The loop then
 writes a checkpoint and returns; ``gdpo train`` exits with 128 + the signal number (130 for
 SIGINT, 143 for SIGTERM) and says how to resume. A second signal stops at once
-(KeyboardInterrupt): the checkpoints already written are complete (they are atomic).
+(KeyboardInterrupt): the checkpoints already written are complete (they are atomic). Signals
+within :data:`ECHO_S` of the first count as the same request: Ctrl-C under torchrun reaches a
+worker twice (SIGINT from the terminal, then SIGTERM from the launcher). torchrun kills workers
+30 s after its SIGTERM, so there a step plus its checkpoint must fit in that time.
 
 Handlers are installed only in the main thread (Python allows no other) and the previous ones
 come back when the run ends.
@@ -16,6 +19,7 @@ from __future__ import annotations
 import signal
 import sys
 import threading
+import time
 from types import TracebackType
 
 import torch
@@ -23,6 +27,7 @@ import torch
 from gdpo.train import dist
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
+ECHO_S = 2.0  # seconds after the first signal during which more signals are the same request
 
 
 class StopSignals:
@@ -30,6 +35,7 @@ class StopSignals:
 
     def __init__(self) -> None:
         self.signum = 0  # the first signal received (0 = none)
+        self.since = 0.0  # when it came (time.monotonic())
         self._previous: dict[int, object] = {}
 
     def __enter__(self) -> StopSignals:
@@ -45,8 +51,10 @@ class StopSignals:
 
     def _handle(self, signum: int, frame) -> None:
         if self.signum:
+            if time.monotonic() - self.since < ECHO_S:
+                return  # the same request again (e.g. from a launcher)
             raise KeyboardInterrupt(f"second signal ({signal.Signals(signum).name}): stopping at once")
-        self.signum = signum
+        self.signum, self.since = signum, time.monotonic()
         print(f"[gdpo] {signal.Signals(signum).name}: finishing this step, then saving a checkpoint "
               f"(send it again to stop at once)", file=sys.stderr, flush=True)
 
