@@ -82,3 +82,14 @@ def test_report_states_the_regime_and_power(tmp_path, multi, words, kind):
     assert power["a"]["min_detectable_d"] == pytest.approx(min_detectable_d(3, 3))
     # reward a: per-seed finals 0.2/0.21/0.22 under both (shifted): pooled std 0.01
     assert power["a"]["min_detectable_gap_final"] == pytest.approx(min_detectable_d(3, 3) * 0.01, rel=1e-6)
+
+
+def test_one_run_gets_the_regime_in_words():
+    from gdpo.reports.regime import run_regime_sentence
+
+    # steps 1-10 at 0.9, steps 11-40 at 0.0: start 90%, whole run 0.9 * 10 / 40 = 22.5%
+    rows = [{"step": s, "rewards/multi_signal_frac": 0.9 if s <= 10 else 0.0} for s in range(1, 41)]
+    text = run_regime_sentence(rows, "gdpo")
+    assert "90% of groups over the first 10 steps" in text and "(22% over the whole run)" in text
+    assert "comparisons of this setup" in text  # words for a run, not for a report
+    assert run_regime_sentence([{"step": 1, "loss": 0.1}]) is None  # older runs: nothing to say
