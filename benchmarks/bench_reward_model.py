@@ -120,15 +120,18 @@ def mean_tokens(folder: Path, args) -> float:
     return statistics.mean(len(fn.tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts)
 
 
-def step_share(folder: Path, args, work: Path) -> tuple[list[float], list[float]]:
-    """Per step after the first: (step seconds, seconds inside the reward model's call)."""
+def step_share(folder: Path, args, work: Path):
+    """Per step after the first: (step seconds, seconds inside the reward model's call), and the
+    RM's cache stats over the whole run."""
     from gdpo.rewards import reward_model
     from gdpo.train import train
 
     spent: list[float] = []
+    seen: list = []
     real = reward_model.RewardModelReward.__call__
 
     def timed(self, *a, **k):  # the reward set calls it once per step (render, cache, forward passes)
+        seen[:] = [self]
         t0 = time.perf_counter()
         try:
             return real(self, *a, **k)
@@ -154,7 +157,7 @@ def step_share(folder: Path, args, work: Path) -> tuple[list[float], list[float]
     step_s = [row["time/step_s"] for row in result.history]
     if len(spent) != len(step_s):
         raise RuntimeError(f"expected one reward-model call per step, got {len(spent)} for {len(step_s)} steps")
-    return step_s[1:], spent[1:]
+    return step_s[1:], spent[1:], seen[0].cache.stats()
 
 
 def load_line() -> str:
@@ -181,12 +184,13 @@ def main(argv=None) -> int:
         for bs, rate, per_cpu, cached, hit in throughput(folder, args):
             print(f"| {bs} | {rate:.2f} | {per_cpu:.2f} | {cached:.2f} | {hit:.2f} |")
         if args.steps:
-            steps, rm = step_share(folder, args, work)
+            steps, rm, stats = step_share(folder, args, work)
             shares = [r / s for r, s in zip(rm, steps)]
             print(f"\ntraining steps (tiny policy, 4 prompts x 8 completions, 32 new tokens, GDPO), steps 2-{args.steps}:")
             print(f"  step {statistics.median(steps):.2f} s, RM {statistics.median(rm):.3f} s, "
                   f"RM share {100 * statistics.median(shares):.1f}% (median; per step: "
                   f"{', '.join(f'{100 * s:.1f}%' for s in shares)})")
+            print(f"  RM cache over the run: {stats.hits} hits, {stats.misses} misses (hit rate {stats.hit_rate:.2f})")
         print(f"\nafter: {load_line()}")
     return 0
 
