@@ -356,3 +356,20 @@ def test_http_judge_against_judge_serve_over_a_local_causal_lm(tmp_path):
         server.server_close()
     assert scores.values[:, 0].tolist() == [7.0, 7.0] and scores.errors["judge"].count == 0
     assert info.value.code == 404
+
+
+def test_gdpo_score_with_a_judge_on_the_endpoint(server, tmp_path, capsys):
+    from gdpo.cli import main
+
+    path = tmp_path / "c.jsonl"
+    lines = [{"completion": "<<reply:Score: 8>>", "prompt": "Q", "answer": "4"},
+             {"completion": "<<reply:no idea>>", "prompt": "Q", "answer": "4"}]
+    path.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    code = main(["score", "--rewards", "judge", "--param", f"judge.base_url={server.url}", "--param", "judge.model=m",
+                 "--param", "judge.backoff_s=0", "--input", str(path)])
+    out = capsys.readouterr().out
+    assert code == 0
+    rows = [json.loads(line) for line in (tmp_path / "c.scores.jsonl").read_text().splitlines()]
+    assert [r["scores"]["judge"] for r in rows] == [8.0, 0.0]
+    assert "raised on 1 completion(s)" in out and "no idea" in out  # the unparseable reply, counted
+    assert all("Reference answer:\n4" in r["prompt"] for r in server.requests)
