@@ -263,3 +263,18 @@ def test_weights_and_conditions_apply_to_the_reward_model(rm_dir, reference):
     assert scores.column("math_format").tolist() == [1.0, 0.0]
     assert scores.column("reward_model").tolist() == pytest.approx([direct_score(reference, PROMPT, good), -9.0],
                                                                    abs=1e-5)
+
+
+def test_two_reward_models_in_one_set_under_a_second_name(rm_dir, reference):
+    from gdpo.rewards import registry
+    from gdpo.rewards.reward_model import make_reward_model
+
+    registry.register_reward_factory("helpfulness_rm")(make_reward_model)
+    try:
+        rs = RewardSet.from_config([{"name": "reward_model", "params": {"model": str(rm_dir)}},
+                                    {"name": "helpfulness_rm", "params": {"model": str(rm_dir), "label": 1}}])
+        scores = rs.score(["a"], prompts=[PROMPT])
+        assert scores.values[0].tolist() == pytest.approx([direct_score(reference, PROMPT, "a", 0),
+                                                           direct_score(reference, PROMPT, "a", 1)], abs=1e-5)
+    finally:
+        registry.unregister("helpfulness_rm")

@@ -22,8 +22,9 @@ Parse rules (:func:`parse_score`), first that applies:
 N outside ``[min_score, max_score]``, a ``/ D`` with D != max_score, or no match: the reply
 is unparseable. An unparseable or failed reply (HTTP error after retries, timeout, garbage)
 makes that sample score the reward set's floor (0 unless the entry sets ``floor``) and is
-counted, with its first message, in ``scores.errors`` — never a crash. Outside a reward set
-(``on_error: floor``) such samples get ``min_score`` and are counted in ``fn.error_count``.
+counted, with its first message, in ``scores.errors`` — never a crash. Called directly by
+TRL (``on_error: auto`` sees TRL's ``trainer_state`` keyword) or with ``on_error: floor``,
+such samples get ``min_score`` and are counted in ``fn.error_count`` instead.
 
 Backends: ``http`` (:mod:`judge_http`: retries, ``timeout_s``, ``max_concurrency``) and
 ``hf`` (a local causal LM, its chat template, greedy at ``temperature: 0``, left-padded batches
@@ -103,7 +104,7 @@ def check_params(backend: Any = "auto", model: Any = None, base_url: Any = None,
                  min_score: Any = 0, max_score: Any = 10, score_regex: Any = None, max_new_tokens: Any = 32,
                  temperature: Any = 0.0, batch_size: Any = 8, device: Any = "auto", dtype: Any = "float32",
                  timeout_s: Any = 30.0, max_retries: Any = 2, backoff_s: Any = 0.5, max_concurrency: Any = 4,
-                 cache: Any = True, on_error: Any = "raise") -> dict[str, Any]:
+                 cache: Any = True, on_error: Any = "auto") -> dict[str, Any]:
     """Check every option (nothing loads, nothing connects); returns them resolved."""
     r = NAME
     backend = L.check_choice(r, "backend", backend, BACKENDS)
@@ -142,7 +143,7 @@ def check_params(backend: Any = "auto", model: Any = None, base_url: Any = None,
             raise L.fail(r, "score_regex", score_regex, "needs one group around the number, e.g. 'rating (\\d+)'")
     L.check_int(r, "max_new_tokens", max_new_tokens, 1)
     L.check_number(r, "temperature", temperature, 0)
-    L.check_choice(r, "on_error", on_error, ("raise", "floor"))
+    L.check_choice(r, "on_error", on_error, ("auto", "raise", "floor"))
     if not isinstance(cache, bool):
         raise L.fail(r, "cache", cache, "must be true or false")
     opts.update(rubric=rubric, template=template, reference_template=reference_template,
@@ -241,7 +242,9 @@ class JudgeReward:
         refs = columns.get(self.opts["reference_column"]) if self.opts["reference_column"] else None
         refs = refs if isinstance(refs, (list, tuple)) and len(refs) == n else [None] * n
         texts = [self.render(p, c, ref) for p, c, ref in zip(prompt_list, completions, refs)]
-        strict = self.opts["on_error"] == "raise"
+        mode = self.opts["on_error"]
+        # raise: the reward set floors and counts per sample; TRL calling us directly would crash on it
+        strict = mode == "raise" or (mode == "auto" and "trainer_state" not in columns)
         scores, failed = cached_scores(self.cache, texts, self.score_prompts, raise_on_failure=strict,
                                        floor=self.opts["low"])
         self.error_count += failed
@@ -311,7 +314,7 @@ def make_judge(backend: str = "auto", model: str | None = None, base_url: str | 
                min_score: float = 0, max_score: float = 10, score_regex: str | None = None,
                max_new_tokens: int = 32, temperature: float = 0.0, batch_size: int = 8, device: str = "auto",
                dtype: str = "float32", timeout_s: float = 30.0, max_retries: int = 2, backoff_s: float = 0.5,
-               max_concurrency: int = 4, cache: bool = True, on_error: str = "raise") -> JudgeReward:
+               max_concurrency: int = 4, cache: bool = True, on_error: str = "auto") -> JudgeReward:
     """Build the ``judge`` reward (options: see the module docstring)."""
     return JudgeReward(check_params(**{k: v for k, v in locals().items()}))
 
