@@ -10,7 +10,10 @@ Contract:
   (no gradient reaches them, whatever the trainer does).
 
 ``precheck(entries)`` runs the checks of every learned reward in a list of reward config
-entries without building anything (for CLIs that want to fail before loading a policy).
+entries without building anything (for CLIs that want to fail before loading a policy);
+``load_reward_config(path)`` reads and checks a YAML list of entries (``gdpo eval
+--reward-config``). Each factory exposes its checks as ``factory.check_params(**params)``,
+which :mod:`gdpo.schema` also calls when it checks a config.
 """
 
 from __future__ import annotations
