@@ -43,7 +43,8 @@ def parse_args(argv=None):
     p.add_argument("--group", type=int, default=8, help="G for the cached pass (completions repeat in a group)")
     p.add_argument("--repeats", type=int, default=3, help="timed passes per batch size (median)")
     p.add_argument("--steps", type=int, default=4, help="training steps for the share (0: skip)")
-    p.add_argument("--threads", type=int, default=1, help="torch threads (1: on a shared machine more threads oversubscribe)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads (1: on a shared machine more threads oversubscribe)")
     return p.parse_args(argv)
 
 
@@ -186,7 +187,8 @@ def main(argv=None) -> int:
         if args.steps:
             steps, rm, stats = step_share(folder, args, work)
             shares = [r / s for r, s in zip(rm, steps)]
-            print(f"\ntraining steps (tiny policy, 4 prompts x 8 completions, 32 new tokens, GDPO), steps 2-{args.steps}:")
+            print("\ntraining steps (tiny policy, 4 prompts x 8 completions, 32 new tokens, GDPO), "
+                  f"steps 2-{args.steps}:")
             print(f"  step {statistics.median(steps):.2f} s, RM {statistics.median(rm):.3f} s, "
                   f"RM share {100 * statistics.median(shares):.1f}% (median; per step: "
                   f"{', '.join(f'{100 * s:.1f}%' for s in shares)})")

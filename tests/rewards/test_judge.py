@@ -380,8 +380,8 @@ def test_called_by_trl_directly_a_failed_reply_floors_instead_of_raising(server)
 
     fn = gdpo.rewards.get("judge", **http_judge(server, max_retries=0, min_score=1)["params"])
     logged = {}
-    got = fn(["<<reply:Score: 6>>", "<<garbage>>"], prompts=["Q", "Q"], trainer_state=object(), completion_ids=[[1], [2]],
-             log_metric=lambda k, v: logged.setdefault(k, v))
+    got = fn(["<<reply:Score: 6>>", "<<garbage>>"], prompts=["Q", "Q"], trainer_state=object(),
+             completion_ids=[[1], [2]], log_metric=lambda k, v: logged.setdefault(k, v))
     assert got == [6.0, 1.0] and fn.error_count == 1 and "judge/cache_hit_rate" in logged
     with pytest.raises(ScoringFailed, match="not chat-completions JSON"):  # no trainer_state: the reward-set way
         fn(["<<garbage>>"], prompts=["Q"])

@@ -86,7 +86,8 @@ def test_the_prompt_is_part_of_the_input_and_of_the_cache_key(rm_dir, reference)
     assert a != pytest.approx(b, abs=1e-6)
     # prompts as strings (a plain-text dataset) read as one user turn; 'prompt' works as the column name too
     (c,) = fn(["a"], prompt=["Say the letter a."])
-    assert c == pytest.approx(direct_score(reference, [{"role": "user", "content": "Say the letter a."}], "a"), abs=1e-5)
+    as_turn = [{"role": "user", "content": "Say the letter a."}]
+    assert c == pytest.approx(direct_score(reference, as_turn, "a"), abs=1e-5)
 
 
 def test_repeated_completions_are_scored_once_and_the_hit_rate_is_reported(rm_dir):

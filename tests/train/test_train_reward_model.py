@@ -72,8 +72,8 @@ def test_two_gdpo_steps_with_a_reward_model_and_a_rule_reward(tmp_path):
 
 def test_cli_refuses_a_wrong_reward_model_path_with_exit_code_2(tmp_path, capsys):
     path = tmp_path / "c.yaml"
-    path.write_text(yaml.safe_dump(config(tmp_path, [{"name": "reward_model", "params": {"model": str(tmp_path / "nope")}},
-                                                     {"name": "math_format"}])))
+    rewards = [{"name": "reward_model", "params": {"model": str(tmp_path / "nope")}}, {"name": "math_format"}]
+    path.write_text(yaml.safe_dump(config(tmp_path, rewards)))
     code = main(["train", "--config", str(path)])
     err = capsys.readouterr().err
     assert code == 2 and "no such folder" in err and "Traceback" not in err

@@ -123,7 +123,8 @@ def check_params(backend: Any = "auto", model: Any = None, base_url: Any = None,
         L.check_int(r, "batch_size", batch_size, 1)
         L.check_device(r, device)
         L.check_choice(r, "dtype", dtype, L.DTYPES)
-    low, high = L.check_number(r, "min_score", min_score, -math.inf), L.check_number(r, "max_score", max_score, -math.inf)
+    low = L.check_number(r, "min_score", min_score, -math.inf)
+    high = L.check_number(r, "max_score", max_score, -math.inf)
     if not low < high:
         raise L.fail(r, "max_score", max_score, f"must be greater than min_score {min_score!r}")
     for key, value in (("template", template), ("reference_template", reference_template), ("rubric", rubric)):
@@ -157,7 +158,8 @@ def _check_template(key: str, template: str, required: set[str], allowed: frozen
     try:
         fields = {f for _, f, _, _ in string.Formatter().parse(template) if f is not None}
     except ValueError as exc:
-        raise L.fail(NAME, key, template, f"is not a valid format string ({exc}); write literal braces as {{{{ }}}}") from None
+        raise L.fail(NAME, key, template,
+                     f"is not a valid format string ({exc}); write literal braces as {{{{ }}}}") from None
     unknown = sorted(fields - set(allowed))
     if unknown:
         raise L.fail(NAME, key, template[:60], f"unknown field(s) {unknown}; allowed: {sorted(allowed)}")

@@ -39,10 +39,11 @@ class ChatModel:
         else:
             enc = tok("\n".join(str(m.get("content", "")) for m in messages), return_tensors="pt")
         sample = temperature > 0
+        pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
         with self.lock, torch.inference_mode():
             out = self.model.generate(**enc.to(self.model.device), max_new_tokens=max_tokens, do_sample=sample,
                                       temperature=temperature if sample else None, top_p=None, top_k=None,
-                                      pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id)
+                                      pad_token_id=pad)
         return tok.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True)
 
 
