@@ -86,18 +86,18 @@ def _losses(out):
 
 def test_resume_continues_exactly_and_skips_incomplete_checkpoints(tmp_path):
     full = tmp_path / "full"
-    cfg = ["--config", str(SMOKE_SFT), "--set", "steps=20", "--set", "checkpoint.every=10",
-           "--set", "data.test_fraction=0"]
+    cfg = ["--config", str(SMOKE_SFT), "--set", "steps=8", "--set", "checkpoint.every=4",
+           "--set", "logging.every=4", "--set", "data.test_fraction=0"]
     assert main(["sft", *cfg, "--output-dir", str(full)]) == 0
     part = tmp_path / "part"
-    assert main(["sft", *cfg, "--set", "steps=10", "--output-dir", str(part)]) == 0
-    broken = part / "checkpoints" / "checkpoint-15"  # a save killed before trainer_state.json
+    assert main(["sft", *cfg, "--set", "steps=4", "--output-dir", str(part)]) == 0
+    broken = part / "checkpoints" / "checkpoint-6"  # a save killed before trainer_state.json
     broken.mkdir()
     (broken / "model.safetensors").write_bytes(b"half")
-    assert main(["sft", "--output-dir", str(part), "--resume", "--set", "steps=20"]) == 0
+    assert main(["sft", "--output-dir", str(part), "--resume", "--set", "steps=8"]) == 0
     assert not broken.exists()
-    assert sorted(_losses(part)) == [10, 20]
-    assert _losses(part)[20] == pytest.approx(_losses(full)[20], rel=1e-5)
+    assert sorted(_losses(part)) == [4, 8]
+    assert _losses(part)[8] == pytest.approx(_losses(full)[8], rel=1e-5)
     tokens = [r["num_tokens"] for r in _rows(part / "metrics.jsonl") if "loss" in r]
     assert tokens[1] > tokens[0]  # counted over the whole run, not restarted at the resume
 
