@@ -242,3 +242,23 @@ def test_cli_deepscaler_without_files_says_where_to_get_them(tmp_path, capsys):
                "--output", str(tmp_path / "out")])
     assert rc == 2
     assert "agentica-project/deepscaler" in capsys.readouterr().err
+
+
+def test_cpu_threads_choice(tmp_path, tiny):
+    import torch
+
+    from gdpo.eval.harness import cpu_threads
+
+    before = torch.get_num_threads()
+    evaluate(math_settings(threads=1, limit=1), tmp_path, model_and_tokenizer=tiny, log=lambda _: None)
+    assert torch.get_num_threads() == before  # set for the generation only, then restored
+
+    assert cpu_threads(3) == 3
+    with pytest.raises(ValueError, match="--threads 0"):
+        EvalSettings(threads=0).check()
+    lines = []
+    chosen = cpu_threads("auto", lines.append)
+    import os
+
+    busy = os.getloadavg()[0] >= (os.cpu_count() or 1)
+    assert chosen == (1 if busy else None) and bool(lines) == busy

@@ -44,6 +44,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="a prompt over --max-prompt-tokens: warn and cut it (default) or stop with an error")
     parser.add_argument("--limit", "-k", type=int, help="evaluate only the first k prompts")
     parser.add_argument("--batch-size", type=int, default=8, help="prompts per generate call")
+    parser.add_argument("--threads", default="auto",
+                        help="CPU threads for generation (default auto: 1 when the load average is at least the number "
+                             "of cores, where more threads spin and slow down; else torch's default)")
     parser.add_argument("--seed", type=int, default=0, help="sampling seed (and the tiny model's init)")
     parser.add_argument("--output", "-o", default="runs/eval", help="output folder (reused to resume)")
     parser.add_argument("--reward-config", metavar="FILE", help="YAML list of extra reward entries scored beside "
@@ -64,6 +67,15 @@ def parse_task_params(items: list[str]) -> dict[str, Any]:
     return params
 
 
+def _threads(value: str) -> int | str:
+    if value == "auto":
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"--threads {value!r}: give a positive integer or 'auto'") from None
+
+
 def run(args: argparse.Namespace) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # model hubs are never contacted
     from gdpo.eval.harness import EvalSettings, evaluate, markdown_table
@@ -75,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
             samples=args.samples, temperature=args.temperature, top_p=args.top_p,
             max_new_tokens=args.max_new_tokens, max_prompt_tokens=args.max_prompt_tokens,
             long_prompts=args.long_prompts, length_limit=args.length_limit, limit=args.limit,
-            batch_size=args.batch_size, seed=args.seed, breakdown=args.breakdown,
+            batch_size=args.batch_size, seed=args.seed, threads=_threads(args.threads), breakdown=args.breakdown,
             rewards=load_reward_config(args.reward_config))
         result = evaluate(settings, args.output, log=lambda msg: print(msg, file=sys.stderr))
     except (ValueError, KeyError, FileNotFoundError, ImportError) as exc:
