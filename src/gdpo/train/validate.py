@@ -84,7 +84,7 @@ def _check_option_values(method: str, options: dict[str, Any]) -> None:
     """NaN / inf / negative eps refused here; the estimator's own checks (when it has them) too."""
     import math
 
-    from gdpo import advantages
+    from gdpo.advantages import check_options
 
     for key, value in options.items():
         if isinstance(value, float) and not math.isfinite(value):
@@ -93,12 +93,10 @@ def _check_option_values(method: str, options: dict[str, Any]) -> None:
     if eps is not None and (isinstance(eps, bool) or not isinstance(eps, (int, float)) or eps < 0):
         raise ConfigError(f"method_options.eps = {eps!r} is out of range; it must be >= 0 (added to the std; "
                           f"default 1e-6)")
-    check = getattr(advantages, "check_options", None)  # the estimator registry's value checks
-    if check is not None:
-        try:
-            check(method, options)
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"method_options for {method!r}: {exc}") from None
+    try:
+        check_options(method, options)  # the estimator's own checks of its option values
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"method_options for {method!r}: {exc}") from None
 
 
 def _check_names(cfg: Any) -> None:
