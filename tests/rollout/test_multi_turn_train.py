@@ -6,13 +6,12 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 from gdpo.data import get_task
-from gdpo.models import TINY_CHAT_TEMPLATE
 from gdpo.rollout.multi_turn import generate_multi_turn
 from gdpo.train import train
 
+STEPS, LR = 120, 3e-3  # the peek game: ~2 min on 2 busy CPU cores
 BASE = {"seed": 0, "method": "gdpo", "steps": 2,
         "rollout": {"prompts_per_step": 2, "num_generations": 2, "max_new_tokens": 12, "max_prompt_tokens": 256},
         "optim": {"lr": 1e-3, "warmup_steps": 0, "lr_schedule": "constant"}, "update": {"micro_batch_size": 8},
@@ -69,56 +68,34 @@ def test_trains_on_bfcl_environments(tmp_path):
 
 # -- learning: peek at a secret, then answer it ------------------------------------------------
 
-SPECIAL = ["<|pad|>", "<|unk|>", "<|end|>", "<|user|>", "<|assistant|>", "<|tool|>"]
-
-
-def _peek_model(path):
-    """A tiny Llama over a 13-token vocabulary (the game's characters and the chat tags)."""
-    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
-    vocab = {t: i for i, t in enumerate(SPECIAL)}
-    for ch in "?0123go":
-        vocab[ch] = len(vocab)
-    core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<|unk|>"))
-    core.pre_tokenizer = pre_tokenizers.Split(Regex(r"<\|[a-z]+\|>|."), behavior="isolated")
-    core.decoder = decoders.Fuse()
-    tok = PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<|pad|>", unk_token="<|unk|>",
-                                  eos_token="<|end|>", additional_special_tokens=SPECIAL[3:])
-    tok.chat_template = TINY_CHAT_TEMPLATE
-    config = LlamaConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                         num_key_value_heads=4, intermediate_size=64, max_position_embeddings=64,
-                         pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, bos_token_id=None,
-                         tie_word_embeddings=True)
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(config)
-    model.save_pretrained(path)
-    tok.save_pretrained(path)
-    return model, tok
-
-
-def _success(model, tok):
-    """Greedy episodes on 32 held-out rows: share that peeked and then answered the secret."""
-    rows = get_task("multi_turn_peek", num_train=0, num_test=32, seed=7).test
+def _by_secret(model, tok):
+    """Greedy episodes on 64 held-out rows -> {secret digit: share of its rows solved}, episodes."""
+    rows = get_task("multi_turn_peek", num_train=0, num_test=64, seed=7).test
     out = generate_multi_turn(model, tok, rows, num_generations=1, max_new_tokens=1, max_prompt_tokens=32, greedy=True)
-    return sum(r["episode"].env.success() for r in out.rows) / len(rows), out
+    solved: dict[str, list[float]] = {}
+    for r in out.rows:
+        solved.setdefault(r["secret"], []).append(r["episode"].env.success())
+    return {d: sum(v) / len(v) for d, v in sorted(solved.items())}, out
 
 
 @pytest.mark.slow
 def test_tiny_policy_learns_to_call_a_tool_and_use_its_result(tmp_path):
     from transformers import LlamaForCausalLM
 
-    model, tok = _peek_model(tmp_path / "peek")
-    before, _ = _success(model, tok)
-    cfg = _config(tmp_path, steps=60, model={"name": str(tmp_path / "peek")},
+    from gdpo.envs.toy import build_peek_model, save_peek_model
+
+    model, tok = build_peek_model()
+    before, _ = _by_secret(model, tok)
+    save_peek_model(tmp_path / "peek")
+    cfg = _config(tmp_path, steps=STEPS, model={"name": str(tmp_path / "peek")},
                   task={"name": "multi_turn_peek", "params": {"num_train": 32}},
-                  rollout={"prompts_per_step": 8, "num_generations": 8, "max_new_tokens": 1, "max_prompt_tokens": 32},
-                  optim={"lr": 3e-2}, checkpoint={"every": 0, "save_final_model": True},
-                  logging={"samples_every": 0})
+                  rollout={"prompts_per_step": 16, "num_generations": 8, "max_new_tokens": 1, "max_prompt_tokens": 32},
+                  optim={"lr": LR}, update={"micro_batch_size": 128},
+                  checkpoint={"every": 0, "save_final_model": True}, logging={"samples_every": 0})
     result = train(cfg)
-    after, out = _success(LlamaForCausalLM.from_pretrained(result.final_model_dir), tok)
-    # The secrets are 4 digits drawn per row: a policy that ignores the tool result scores ~0.25 at
-    # best; one that never peeks scores 0. Before training the greedy policy never peeks.
-    assert before == 0.0
-    assert after >= 0.9, (after, out.completions[:4])
-    assert all(r["episode"].turns[0] == "?" for r in out.rows)  # turn 1: the call
+    after, out = _by_secret(LlamaForCausalLM.from_pretrained(result.final_model_dir), tok)
+    assert set(before) == set("0123") and max(before.values()) == 0.0  # untrained: never peeks and answers
+    assert all(r["episode"].turns[0] == "?" for r in out.rows)  # trained: turn 1 is the call, every episode
+    # Turn 2 uses the result: an answer that ignores it is one constant digit, right for one secret
+    # at most; the trained policy answers right for at least 3 of the 4 secrets.
+    assert sum(v >= 0.9 for v in after.values()) >= 3, (after, out.completions[:4])

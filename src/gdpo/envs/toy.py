@@ -8,7 +8,8 @@
 * ``toy_peek``: a two-turn memory game with a one-character call syntax, small enough for a
   tiny random model to learn by RL in a test: a turn containing ``?`` calls ``peek``, which
   returns the row's secret digit; any other turn is the answer. ``success`` = 1 iff the model
-  peeked and then answered exactly the secret. Task ``multi_turn_peek``.
+  peeked and then answered exactly the secret. Task ``multi_turn_peek``. Its model:
+  :func:`save_peek_model` (a tiny Llama over the game's 13 tokens), ``python -m gdpo.envs.toy DIR``.
 """
 
 from __future__ import annotations
@@ -125,3 +126,55 @@ def peek_task(num_train: int = 32, num_test: int = 8, seed: int = 0, digits: str
     return Task("multi_turn_peek", rows[:num_train], rows[num_train:], rewards=[
         {"name": "final_state_match", "weight": 1.0}, {"name": "call_efficiency", "weight": 1.0}],
         description="peek (?) at a secret digit, then answer it", info={"seed": seed})
+
+
+PEEK_SPECIAL = ["<|pad|>", "<|unk|>", "<|end|>", "<|user|>", "<|assistant|>", "<|tool|>"]
+PEEK_CHARS = "?0123go"
+
+
+def build_peek_model(hidden_size: int = 64, seed: int = 0):
+    """A random-init Llama over the ``toy_peek`` game's 13 tokens and its tokenizer (chat template
+    as the ``tiny`` model's); small enough that RL learns the game in ~100 steps on a CPU."""
+    import torch
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    from gdpo.models import TINY_CHAT_TEMPLATE
+
+    vocab = {t: i for i, t in enumerate(PEEK_SPECIAL)}
+    for ch in PEEK_CHARS:
+        vocab[ch] = len(vocab)
+    core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<|unk|>"))
+    core.pre_tokenizer = pre_tokenizers.Split(Regex(r"<\|[a-z]+\|>|."), behavior="isolated")
+    core.decoder = decoders.Fuse()
+    tok = PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<|pad|>", unk_token="<|unk|>",
+                                  eos_token="<|end|>", additional_special_tokens=PEEK_SPECIAL[3:])
+    tok.chat_template = TINY_CHAT_TEMPLATE
+    config = LlamaConfig(vocab_size=len(tok), hidden_size=hidden_size, num_hidden_layers=2, num_attention_heads=4,
+                         num_key_value_heads=4, intermediate_size=64, max_position_embeddings=64,
+                         pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, bos_token_id=None,
+                         tie_word_embeddings=True)
+    state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(config)
+    torch.random.set_rng_state(state)
+    model.generation_config.pad_token_id = tok.pad_token_id
+    model.generation_config.eos_token_id = tok.eos_token_id
+    return model, tok
+
+
+def save_peek_model(path, hidden_size: int = 64, seed: int = 0):
+    """:func:`build_peek_model` saved as an HF folder (``model.name: <path>`` in a config)."""
+    model, tok = build_peek_model(hidden_size, seed)
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+if __name__ == "__main__":
+    import sys
+
+    if len(sys.argv) != 2:
+        print("usage: python -m gdpo.envs.toy DIR   (saves the toy_peek model there)", file=sys.stderr)
+        raise SystemExit(2)
+    print(save_peek_model(sys.argv[1]))
