@@ -4,4 +4,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
-exec "${PYTHON:-python3}" -m gdpo train --config configs/main.yaml --output-dir outputs/main "$@"
+# --overwrite: the main job can be run again; each run replaces the last one in outputs/main.
+exec "${PYTHON:-python3}" -m gdpo train --config configs/main.yaml --output-dir outputs/main --overwrite "$@"

@@ -169,11 +169,32 @@ def load_model_and_tokenizer(name: str, *, tiny: dict[str, Any] | None = None, s
             "of a folder saved with save_pretrained, or 'smollm2' (embedded) or 'tiny' (random init)"
         )
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
+
+    tok = _folder_tokenizer(folder)
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype or torch.float32)
+    return ModelAndTokenizer(model, tok, str(folder))
+
+
+def load_tokenizer(name: str):
+    """The tokenizer :func:`load_model_and_tokenizer` would return for ``name``, without the model
+    (cheap: lets rewards that count tokens be built and checked before any model loads)."""
+    if name == "tiny":
+        return build_tiny_tokenizer()
+    folder = smollm2_folder() if name == "smollm2" else Path(name).expanduser()
+    if not folder.is_dir():
+        raise MissingFileError(
+            f"model {name!r} is not a local folder (model hubs are not contacted). Pass the path "
+            "of a folder saved with save_pretrained, or 'smollm2' (embedded) or 'tiny' (random init)"
+        )
+    return _folder_tokenizer(folder)
+
+
+def _folder_tokenizer(folder: Path):
+    from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(folder)
     tok.padding_side = "left"
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype or torch.float32)
-    return ModelAndTokenizer(model, tok, str(folder))
+    return tok

@@ -66,6 +66,7 @@ def _inner(reward: str, params: dict[str, Any] | None, tokenizer: Any, who: str)
             )
         return fn(completions, **columns)
 
+    checked.__wrapped__ = fn  # what it wraps (the trainer asks whether a reward runs sandboxed code)
     return checked
 
 
@@ -119,6 +120,7 @@ def noisy(reward: str, std: float = 0.0, flip: float = 0.0, seed: int = 0,
         return out
 
     noisy_reward.__doc__ = f"{reward} with noise (std={std}, flip={flip}, seed={seed})"
+    noisy_reward.__wrapped__ = fn
     return noisy_reward
 
 
@@ -152,6 +154,7 @@ def negated(reward: str, low: float = 0.0, high: float = 1.0, params: dict[str, 
         return out
 
     negated_reward.__doc__ = f"{low} + {high} - {reward}"
+    negated_reward.__wrapped__ = fn
     return negated_reward
 
 

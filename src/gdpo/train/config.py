@@ -238,6 +238,10 @@ class TrainConfig:
                                                 "token-weighted batch normalization; GDPO family)")
     rewards: list[Any] | None = _f(None, "reward set [{name, weight, params, condition: {on, min}}]; "
                                          "null = the task's default rewards")
+    sandbox_min_level: Literal["namespaces", "uid", "rlimits"] = _f(
+        "namespaces", "weakest code-sandbox level a run with code rewards accepts (checked before any model "
+                      "loads): namespaces blocks network, host files and host sockets; uid and rlimits do not "
+                      "(see docs/sandbox.md)")
     model: ModelConfig = _f(ModelConfig(), "the policy")
     task: TaskConfig = _f(TaskConfig(), "the data")
     rollout: RolloutConfig = _f(RolloutConfig(), "sampling")

@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from gdpo.rewards.score_cache import cache_metrics
 from gdpo.train import dist
 from gdpo.train.build import (
     device_for,
@@ -93,6 +94,7 @@ def _steps(cfg: TrainConfig, info: dist.DistInfo, s: Session, signals: StopSigna
             figures = update(s, batch, settings, info, autocast, step)
         else:
             figures = {"update/skipped": 1.0}  # dynamic sampling dropped every group
+        figures.update(cache_metrics(s.rewards))  # learned rewards' score-cache hit rate (cumulative)
         skipped_in_a_row = check_nonfinite(figures, step, cfg, s, skipped_in_a_row)
         elapsed = time.perf_counter() - t0
         metrics = step_metrics(scored, rollout, figures, elapsed, t_gen, cfg)

@@ -182,8 +182,8 @@ def open_session(cfg: TrainConfig, info: dist.DistInfo, device: torch.device, re
     check_run_folder(out, resume=resume, overwrite=overwrite)  # a run there already / none to resume
     dist.barrier(info)  # every process looked before the main one changes the folder
     task = get_task(cfg.task.name, **cfg.task.params)  # registers the task's rewards first
+    reward_set = build_rewards(cfg, task)  # bad reward values, estimator options, sandbox: before the model
     policy = load_policy(cfg, info, device)
-    reward_set = RewardSet.from_config(cfg.rewards or task.rewards, extra_params={"tokenizer": policy.tokenizer})
     reference = load_reference(cfg, policy, device)
     optimizer, scheduler = build_optimizer(cfg, policy.core)
     sampler = PromptSampler(len(task.train), cfg.rollout.prompts_per_step, cfg.seed)
@@ -199,6 +199,50 @@ def open_session(cfg: TrainConfig, info: dist.DistInfo, device: torch.device, re
     return Session(cfg, info, task, policy, reference, reward_set, optimizer, scheduler, sampler,
                    logger, progress, out, start, resumed=start > 0, generator=generator,
                    autocast=autocast, saved_step=start)
+
+
+def build_rewards(cfg: TrainConfig, task: Task) -> RewardSet:
+    """The run's reward set, built and checked before any model loads.
+
+    Rewards that count tokens get the policy's tokenizer (loaded alone: cheap). The estimator's
+    options are checked against the real reward count K (SAW's ``offsets`` need it), and a run
+    with code rewards refuses a sandbox weaker than ``sandbox_min_level``.
+    """
+    from gdpo.advantages import check_options
+    from gdpo.models import load_tokenizer
+    from gdpo.train.config_io import ConfigError
+
+    entries = cfg.rewards or task.rewards
+    try:
+        check_options(cfg.method, cfg.method_options, num_rewards=len(entries))
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"method_options ({cfg.method}, {len(entries)} rewards): {exc}") from exc
+    reward_set = RewardSet.from_config(entries, extra_params={"tokenizer": load_tokenizer(cfg.model.name)})
+    if any(_runs_programs(fn) for fn in reward_set.fns):
+        _require_sandbox(cfg.sandbox_min_level)
+    return reward_set
+
+
+def _runs_programs(fn) -> bool:
+    """A reward whose callable lives in the code-reward module (or wraps one) runs sandboxed programs."""
+    seen = 0
+    while fn is not None and seen < 8:  # transforms (noisy, negated) keep the wrapped reward
+        if getattr(fn, "__module__", "") == "gdpo.rewards.code":
+            return True
+        fn, seen = getattr(fn, "__wrapped__", None), seen + 1
+    return False
+
+
+def _require_sandbox(min_level: str) -> None:
+    from gdpo.rewards import code
+    from gdpo.rewards.sandbox import SandboxError, require_level
+    from gdpo.train.config_io import ConfigError
+
+    try:
+        require_level(min_level)
+    except SandboxError as exc:
+        raise ConfigError(f"sandbox_min_level = {min_level!r}: {exc}") from exc
+    code.configure(min_level=min_level)
 
 
 def _restore(info, out: Path, policy, optimizer, scheduler, sampler) -> tuple[int, Path | None]:
