@@ -36,8 +36,9 @@ def _read(path):
 
 def test_trains_on_a_user_tool_environment(tmp_path):
     cfg = _config(tmp_path, model={"name": "tiny", "tiny": {"max_positions": 512}},
-                  task={"name": "multi_turn_toy", "params": {"brief": True, "num_train": 4, "max_turns": 2,
-                                                              "max_trajectory_tokens": 64}})
+                  task={"name": "multi_turn_toy", "params": {"brief": True, "num_train": 4, "num_test": 2,
+                                                              "max_turns": 2, "max_trajectory_tokens": 64}},
+                  eval={"every": 2, "num_prompts": 2, "batch_size": 2})
     result = train(cfg)
     assert [h["step"] for h in result.history] == [1, 2]
     assert {"rewards/final_answer/mean", "rewards/turn_format/mean", "rewards/call_efficiency/mean",
@@ -46,6 +47,8 @@ def test_trains_on_a_user_tool_environment(tmp_path):
         assert 1.0 <= h["episode/turns"] <= 2.0 and h["episode/env_errors"] >= 0.0
         assert h["episode/end_answer"] + h["episode/end_max_turns"] + h["episode/end_budget"] + h["episode/end_env"] == \
             pytest.approx(1.0)
+    evals = _read(tmp_path / "run" / "eval.jsonl")  # greedy episodes on the test rows
+    assert [e["step"] for e in evals] == [2] and 0.0 <= evals[0]["eval/turn_format/mean"] <= 1.0
     samples = _read(tmp_path / "run" / "samples.jsonl")
     assert len(samples) == 4 and set(samples[0]["rewards"]) == {"final_answer", "turn_format", "call_efficiency",
                                                                 "env_no_errors"}

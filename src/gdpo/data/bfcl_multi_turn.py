@@ -110,7 +110,9 @@ def bfcl_multi_turn_task(num_train: int | None = None, num_test: int | None = No
         {"name": "call_efficiency", "weight": 0.5}, {"name": "env_no_errors", "weight": 0.5}],
         description="BFCL v3 multi_turn_base: several user turns, calls executed on BFCL's APIs",
         info={"category": CATEGORY, "split": f"test iff id number % {TEST_EVERY} == 0",
-              "num_train": len(train), "num_test": len(test)})
+              "num_train": len(train), "num_test": len(test), "multi_turn": True,
+              # the evaluation hook: records = fn(rows, model_or_None_for_reference, tokenizer, max_new_tokens=...)
+              "evaluate": "gdpo.data.bfcl_multi_turn:evaluate_entries"})
 
 
 # -- episodes outside the trainer (reference replay, text policies) ------------------------------

@@ -17,7 +17,7 @@ unchanged:
   environment's and the template's tokens and on padding. It is the loss mask; the forward
   pass (:func:`gdpo.rollout.hf.completion_logits`) attends to every token up to the last
   model token, so tool results are read but never trained on.
-* ``completions`` [N]: the decoded trajectory (special tokens kept, padding dropped), which
+* ``completions`` [N]: the decoded trajectory (special tokens kept, no padding), which
   is what samples.jsonl shows; ``rows[i]["episode"]`` holds the :class:`~gdpo.envs.Episode`
   (turn texts, parsed calls, the live environment) for the trajectory rewards.
 * ``metrics``: turns per episode, calls per turn, environment errors, end reasons.
@@ -242,8 +242,8 @@ def _pad(samples: list[_Sample], pad_id: int, device) -> tuple[torch.Tensor, tor
 
 
 def _decode(tokenizer, ids: list[int]) -> str:
-    pad = tokenizer.pad_token_id
-    return tokenizer.decode([t for t in ids if t != pad], skip_special_tokens=False)
+    """The trajectory's text with its template tokens (``ids`` hold no padding: that is added in _pad)."""
+    return tokenizer.decode(ids, skip_special_tokens=False)
 
 
 def episode_metrics(episodes: list[Episode]) -> dict[str, float]:

@@ -1,4 +1,4 @@
-"""In-training evaluation: greedy completions on test rows, per-reward means."""
+"""In-training evaluation: greedy completions (multi-turn rows: greedy episodes) on test rows, per-reward means."""
 
 from __future__ import annotations
 
@@ -16,8 +16,11 @@ def evaluate_rows(model, tokenizer, rewards: RewardSet, rows: list[dict[str, Any
     values, lengths = [], []
     for start in range(0, len(rows), cfg.eval.batch_size):
         chunk = rows[start:start + cfg.eval.batch_size]
-        out = generate(model, tokenizer, chunk, num_generations=1, max_new_tokens=cfg.rollout.max_new_tokens,
-                       max_prompt_tokens=cfg.rollout.max_prompt_tokens, greedy=True)
+        sample = generate
+        if chunk and all(row.get("env") for row in chunk):  # multi-turn rows: greedy episodes
+            from gdpo.rollout.multi_turn import generate_multi_turn as sample
+        out = sample(model, tokenizer, chunk, num_generations=1, max_new_tokens=cfg.rollout.max_new_tokens,
+                     max_prompt_tokens=cfg.rollout.max_prompt_tokens, greedy=True)
         values.append(rewards.score(out.completions, **reward_columns(out.rows)).values)
         lengths.append(out.lengths.numpy())
     matrix = np.concatenate(values)  # [num_rows, K]
