@@ -128,3 +128,16 @@ def test_a_plain_python_environment_in_twenty_lines():
         assert env.success() == 1.0 and env.step([]).done
     finally:
         unregister_env("test_counter")
+
+
+@pytest.mark.parametrize("task,params,message", [
+    ("multi_turn_toy", {"max_turns": 0}, "max_turns=0; give a whole number >= 1"),
+    ("multi_turn_peek", {"max_trajectory_tokens": -5}, "max_trajectory_tokens=-5"),
+    ("multi_turn_peek", {"digits": "ab"}, "digits='ab'"),
+    ("bfcl_multi_turn", {"docs": "bogus"}, "docs='bogus'; expected 'full'"),
+])
+def test_multi_turn_task_limits_are_checked(task, params, message):
+    from gdpo.data import get_task
+
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace("[", r"\[")):
+        get_task(task, **params)

@@ -28,7 +28,7 @@ import json
 from typing import Any, Callable
 
 from gdpo.data.base import Row, Task, register_task
-from gdpo.envs.base import MULTI_TURN_RULES, Episode, make_env, system_prompt
+from gdpo.envs.base import MULTI_TURN_RULES, Episode, check_limits, make_env, system_prompt
 from gdpo.rewards.toolcall import render_tool_calls
 
 CATEGORY = "multi_turn_base"
@@ -99,6 +99,7 @@ def entry_row(entry: dict[str, Any], *, max_turns: int | None = None, max_trajec
 def bfcl_multi_turn_task(num_train: int | None = None, num_test: int | None = None,
                          max_turns: int | None = None, max_trajectory_tokens: int = 4096, docs: str = "full") -> Task:
     """BFCL multi_turn_base on its executable APIs; train/test split by id (module doc)."""
+    check_limits("bfcl_multi_turn", max_turns, max_trajectory_tokens)
     if docs not in ("full", "brief"):
         raise ValueError(f"task bfcl_multi_turn: docs={docs!r}; expected 'full' (BFCL's JSON docs) or 'brief'")
     rows = [entry_row(e, max_turns=max_turns, max_trajectory_tokens=max_trajectory_tokens, docs=docs)

@@ -216,3 +216,10 @@ def system_prompt(schemas: Sequence[dict[str, Any]], rules: str = MULTI_TURN_RUL
     """The system message of a multi-turn tool task: the tool schemas and the call format."""
     lines = "\n".join(json.dumps(s, ensure_ascii=False) for s in schemas)
     return f"You are a helpful assistant that can call functions. Available functions:\n{lines}\n\n{rules}"
+
+
+def check_limits(task: str, max_turns: int | None, max_trajectory_tokens: int | None) -> None:
+    """A multi-turn task's episode limits: positive integers (or None for the default)."""
+    for key, value in (("max_turns", max_turns), ("max_trajectory_tokens", max_trajectory_tokens)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ValueError(f"task {task}: {key}={value!r}; give a whole number >= 1 (or leave it out for the default)")

@@ -18,7 +18,7 @@ import random
 from typing import Any, Sequence
 
 from gdpo.data.base import Task, register_task
-from gdpo.envs.base import Environment, register_env, system_prompt
+from gdpo.envs.base import Environment, check_limits, register_env, system_prompt
 from gdpo.envs.tools import register_tools, tool_schemas
 from gdpo.rewards import trajectory  # noqa: F401  (registers the trajectory rewards these tasks use)
 from gdpo.rewards.toolcall import ParsedCalls, ToolCall
@@ -55,6 +55,7 @@ BRIEF_RULES = ('Tools: add(a, b), multiply(a, b). Call one per turn: <tool_call>
 def calculator_task(num_train: int = 64, num_test: int = 16, seed: int = 0, brief: bool = False,
                     max_turns: int = 4, max_trajectory_tokens: int | None = None) -> Task:
     """(a + b) * c questions for the ``toy_calculator`` environment (see the module doc)."""
+    check_limits("multi_turn_toy", max_turns, max_trajectory_tokens)
     rng = random.Random(seed)
     system = BRIEF_RULES if brief else system_prompt(tool_schemas(CALCULATOR))
 
@@ -118,6 +119,9 @@ register_env("toy_peek")(PeekEnv)
 def peek_task(num_train: int = 32, num_test: int = 8, seed: int = 0, digits: str = "0123",
               max_turns: int = 2, max_trajectory_tokens: int | None = None) -> Task:
     """Rows of the ``toy_peek`` game: a short prompt, a secret digit the model must peek at."""
+    check_limits("multi_turn_peek", max_turns, max_trajectory_tokens)
+    if not digits or not digits.isdigit():
+        raise ValueError(f"task multi_turn_peek: digits={digits!r}; give a string of digits such as '0123'")
     rng = random.Random(seed)
     rows = [{"id": f"peek_{i}", "prompt": [{"role": "user", "content": "go"}], "env": "toy_peek",
              "secret": rng.choice(digits), "max_turns": max_turns,

@@ -95,8 +95,9 @@ def _new_sample(index: int, row: dict[str, Any], prompt_ids: torch.Tensor, promp
                 max_new_tokens: int) -> _Sample:
     env = make_env(row)
     env.reset(row)
-    max_turns = int(row.get("max_turns") or DEFAULT_MAX_TURNS)
-    budget = int(row.get("max_trajectory_tokens") or max_turns * max_new_tokens + ENV_TOKEN_ALLOWANCE)
+    max_turns = int(DEFAULT_MAX_TURNS if row.get("max_turns") is None else row["max_turns"])
+    budget = row.get("max_trajectory_tokens")
+    budget = int(max_turns * max_new_tokens + ENV_TOKEN_ALLOWANCE if budget is None else budget)
     if max_turns < 1 or budget < 1:
         raise ValueError(f"row {row.get('id', '')!r}: max_turns={max_turns} and max_trajectory_tokens={budget} "
                          "must be >= 1")
