@@ -107,7 +107,8 @@ def test_trajectory_rewards_on_bfcl_episodes(task):
     assert v[0].tolist() == [1.0, 1.0, 1.0, 1.0]
     assert v[1, 0] == 0.0 and v[1, 1] == 1.0 and v[1, 2] == 0.0 and v[1, 3] == 1.0  # no calls: efficiency 0
     # wasteful: the first turn's calls + one unknown call, then idle: len(first)+1 calls used.
-    assert v[2, 2] == pytest.approx(min(1.0, gt_calls / (len(first) + 1))) and v[2, 3] == 0.0
+    used = len(first) + 1
+    assert v[2, 2] == pytest.approx(min(used, gt_calls) / max(used, gt_calls)) and v[2, 3] == 0.0
 
 
 def test_trajectory_rewards_need_an_episode():
@@ -141,3 +142,23 @@ def test_model_episodes_are_scored_by_bfcls_checker(task):
     assert all(r["error_type"].startswith("multi_turn:") for r in result["records"])
     # it answered without calls: every user turn was played, one model turn each
     assert [r["turns"] for r in result["records"]] == [len(json.loads(r["question"])) for r in rows]
+
+
+def test_trajectory_rewards_take_weights_and_conditions(task):
+    row = task.test[2]
+    good = run_text_episode(row, reference_replies(row))
+    first = json.loads(row["ground_truth"])[0]
+    table = good.env.table
+    block = render_tool_calls([parse_call_string(c, table) for c in first])
+    partial = run_text_episode(row, lambda ep: block if not ep.turns else "Done.")  # first turn only
+    rows = [dict(row, episode=e) for e in (good, partial)]
+    rs = RewardSet.from_config([{"name": "final_state_match", "weight": 2.0},
+                                {"name": "call_efficiency", "weight": 0.5,
+                                 "condition": {"on": "final_state_match", "min": 1.0}}])
+    scores = rs.score(["", ""], **reward_columns(rows))
+    assert scores.weights.tolist() == [2.0, 0.5]
+    # partial: the wrong final state, so the condition gives call_efficiency its floor 0 (alone it
+    # would score len(first) / all ground-truth calls).
+    assert scores.values.tolist() == [[1.0, 1.0], [0.0, 0.0]]
+    alone = RewardSet.from_config(["call_efficiency"]).score(["", ""], **reward_columns(rows)).values[:, 0]
+    assert alone[1] == pytest.approx(len(first) / sum(len(t) for t in json.loads(row["ground_truth"])))

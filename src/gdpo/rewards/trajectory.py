@@ -14,9 +14,10 @@ the reward set reports as a missing column.
   row's ``answer``: a number equal by value to a number in the text, else the text as a substring.
 * ``turn_format`` in [0, 1]: share of model turns that are well formed: a readable
   ``<tool_call>`` block (as the environment parses it) or a non-empty answer without one.
-* ``call_efficiency`` in [0, 1]: ``needed / used`` capped at 1 (``needed`` = the row's
-  ``needed_calls`` column, else the environment's count, e.g. BFCL's ground-truth calls);
-  1 when both are 0, 0 when calls were needed and none made; None where ``needed`` is unknown.
+* ``call_efficiency`` in [0, 1]: ``min(used, needed) / max(used, needed)`` (``needed`` = the
+  row's ``needed_calls`` column, else the environment's count, e.g. BFCL's ground-truth calls):
+  1 for exactly the calls needed, lower for too many and for too few (3 of 6 needed: 0.5; 6
+  for 3 needed: 0.5); 1 when both are 0; None where ``needed`` is unknown.
 * ``env_no_errors`` in {0, 1}: 1 iff no tool call failed and every call block was readable.
 """
 
@@ -78,7 +79,7 @@ def turn_format(completions: list[Any], *, episode: Sequence[Any], **_: Any) -> 
 
 
 @register_reward("call_efficiency", floor=0.0, columns=("episode",),
-                 description="needed calls / calls used, capped at 1")
+                 description="min(used, needed) / max(used, needed) calls")
 def call_efficiency(completions: list[Any], *, episode: Sequence[Any], needed_calls: Sequence[Any] | None = None,
                     **_: Any) -> list[float | None]:
     eps = _episodes(episode)
@@ -89,10 +90,10 @@ def call_efficiency(completions: list[Any], *, episode: Sequence[Any], needed_ca
         used = ep.num_calls
         if needed is None:
             out.append(None)
-        elif used == 0:
-            out.append(1.0 if needed == 0 else 0.0)
+        elif max(used, needed) == 0:
+            out.append(1.0)
         else:
-            out.append(min(1.0, needed / used))
+            out.append(min(used, needed) / max(used, needed))
     return out
 
 
