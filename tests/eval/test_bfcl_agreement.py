@@ -4,7 +4,7 @@ Our reward imports BFCL's ``ast_checker`` with a stand-in for ``bfcl_eval.consta
 (the API clients are not installed here, see :mod:`gdpo.rewards.bfcl`) and decodes our JSON
 ``<tool_call>`` lines. The reference is the package as published, with the dependencies its
 import needs, in a separate virtual environment (``$GDPO_BFCL_VENV``, default
-``/tmp/bfcl-venv``; built with pip when missing: 3 minutes and 560 MB here; the test skips, saying
+``/tmp/bfcl-venv``; built with pip when missing: 560 MB, 3 to 14 minutes here; the test skips, saying
 why, when it cannot be built). There the same calls, written as BFCL's prompting models write
 them (``[f(a=1)]``), go through BFCL's decoder and checker (``bfcl_reference_checker.py``).
 
