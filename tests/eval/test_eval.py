@@ -268,10 +268,12 @@ def test_gdpo_score_reads_raw_humaneval_samples(tmp_path):
     """HumanEval's own sample format (task_id, prompt, test, entry_point, completion = a body) via `gdpo score`."""
     from gdpo.cli import main
 
-    records = [{"task_id": "t/0", "prompt": HE_PROMPT, "test": "def check(candidate):\n    assert candidate(2, 3) == 5\n",
-                "entry_point": "add", "completion": body} for body in ("    return a + b\n", "    return a * b\n")]
+    check = "def check(candidate):\n    assert candidate(2, 3) == 5\n"
+    records = [{"task_id": "t/0", "prompt": HE_PROMPT, "test": check, "entry_point": "add", "completion": body}
+               for body in ("    return a + b\n", "    return a * b\n")]
     path = tmp_path / "samples.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
-    assert main(["score", "--rewards", "code_pass_rate", "--input", str(path), "--output", str(tmp_path / "s.jsonl")]) == 0
-    scores = [json.loads(line)["scores"]["code_pass_rate"] for line in (tmp_path / "s.jsonl").read_text().splitlines()]
+    out = tmp_path / "s.jsonl"
+    assert main(["score", "--rewards", "code_pass_rate", "--input", str(path), "--output", str(out)]) == 0
+    scores = [json.loads(line)["scores"]["code_pass_rate"] for line in out.read_text().splitlines()]
     assert scores == [1.0, 0.0]
