@@ -68,3 +68,24 @@ def test_rule_rewards_do_not_touch_the_sandbox(tmp_path):
 def test_an_unknown_sandbox_level_is_a_config_error(tmp_path):
     with pytest.raises(UserError, match="sandbox_min_level"):
         _cfg(tmp_path, sandbox_min_level="chroot")
+
+
+def test_prompts_over_the_limit_are_counted_warned_or_refused(tmp_path, capsys, no_model_load):
+    from gdpo.models import build_tiny_tokenizer
+
+    task = get_task("toy", num_rewards=3)
+    task.train[0] = {**task.train[0], "prompt": [{"role": "user", "content": "a much longer request " * 3}]}
+    tokenizer = build_tiny_tokenizer()
+    # the tiny tokenizer is per character: "<|user|>" + text + "<|end|><|assistant|>" = 3 + len(text) tokens
+    lengths = [3 + len(r["prompt"][0]["content"]) for r in task.train]
+    assert sorted(set(lengths)) == [20, 3 + 66]  # toy prompts are 17 characters; the one above is 66
+    limit, over = 20, 1
+    warn = _cfg(tmp_path, rollout={**SMOKE["rollout"], "max_prompt_tokens": limit})
+    session.check_prompts(warn, task, tokenizer)
+    assert f"{over} of {len(lengths)} prompts exceed max_prompt_tokens={limit}" in capsys.readouterr().err
+    # through train(): the toy task's own prompts (all 20 tokens) against a limit of 19
+    refuse = _cfg(tmp_path, rollout={**SMOKE["rollout"], "max_prompt_tokens": 19, "long_prompts": "error"})
+    with pytest.raises(UserError, match="256 of 256 prompts exceed max_prompt_tokens=19.*raise it to 20"):
+        train(refuse)  # before any model loads (no_model_load)
+    session.check_prompts(_cfg(tmp_path), task, tokenizer)  # the default limit: nothing to say
+    assert "exceed" not in capsys.readouterr().err

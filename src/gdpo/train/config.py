@@ -112,6 +112,9 @@ class RolloutConfig:
     num_generations: int = _f(8, "G: completions per prompt (a group); at least 2", valid=Range(2))
     max_new_tokens: int = _f(16, "response length limit in tokens (generation stops at EOS)", valid=AT_LEAST_1)
     max_prompt_tokens: int = _f(1024, "prompts longer than this are cut from the left", valid=AT_LEAST_1)
+    long_prompts: Literal["warn", "error"] = _f(
+        "warn", "what a run does when training prompts exceed max_prompt_tokens (counted before any model loads): "
+                "warn = print the count and train on the cut prompts; error = stop with the count")
     temperature: float = _f(1.0, "sampling temperature (> 0); logprobs use the same temperature",
                             valid=Range(0, low_open=True, fix="use a small value like 0.01 for near-greedy"))
     top_p: float = _f(1.0, "nucleus sampling mass in (0, 1]", valid=Range(0, 1, low_open=True, fix="1 = off"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,6 +13,7 @@ import numpy as np
 import torch
 
 from gdpo.data.base import Task, get_task
+from gdpo.models import load_tokenizer
 from gdpo.rewards.reward_set import RewardSet
 from gdpo.train import checkpoint as ckpt
 from gdpo.train import dist
@@ -182,7 +184,9 @@ def open_session(cfg: TrainConfig, info: dist.DistInfo, device: torch.device, re
     check_run_folder(out, resume=resume, overwrite=overwrite)  # a run there already / none to resume
     dist.barrier(info)  # every process looked before the main one changes the folder
     task = get_task(cfg.task.name, **cfg.task.params)  # registers the task's rewards first
-    reward_set = build_rewards(cfg, task)  # bad reward values, estimator options, sandbox: before the model
+    tokenizer = load_tokenizer(cfg.model.name)  # the policy's, without the model (cheap)
+    reward_set = build_rewards(cfg, task, tokenizer)  # bad reward values, estimator options, sandbox
+    check_prompts(cfg, task, tokenizer, announce=info.is_main)  # prompts over the limit: counted, named
     policy = load_policy(cfg, info, device)
     reference = load_reference(cfg, policy, device)
     optimizer, scheduler = build_optimizer(cfg, policy.core)
@@ -201,15 +205,35 @@ def open_session(cfg: TrainConfig, info: dist.DistInfo, device: torch.device, re
                    autocast=autocast, saved_step=start)
 
 
-def build_rewards(cfg: TrainConfig, task: Task) -> RewardSet:
+def check_prompts(cfg: TrainConfig, task: Task, tokenizer, announce: bool = True) -> None:
+    """Name the data the task read, and count the training prompts ``render_prompts`` would cut
+    (``rollout.long_prompts``: warn prints the count, error stops the run before any model loads)."""
+    from gdpo.rollout.hf import count_long_prompts
+    from gdpo.train.config_io import ConfigError
+
+    source = task.info.get("path") or task.info.get("source") or task.info.get("data")
+    if announce and source:
+        print(f"[gdpo] task {task.name!r} read {source}", file=sys.stderr)
+    rows = [row for row in task.train if isinstance(row.get("prompt"), list)]
+    long = count_long_prompts(tokenizer, rows, cfg.rollout.max_prompt_tokens)
+    if not long.count:
+        return
+    if cfg.rollout.long_prompts == "error":
+        raise ConfigError(f"rollout.max_prompt_tokens = {cfg.rollout.max_prompt_tokens}: {long.message()}; raise "
+                          f"it to {long.longest}, or set rollout.long_prompts=warn to train on the cut prompts")
+    if announce:
+        print(f"[gdpo] warning: {long.message()}; raise rollout.max_prompt_tokens to {long.longest} to keep "
+              f"them whole (rollout.long_prompts=error stops instead)", file=sys.stderr)
+
+
+def build_rewards(cfg: TrainConfig, task: Task, tokenizer=None) -> RewardSet:
     """The run's reward set, built and checked before any model loads.
 
-    Rewards that count tokens get the policy's tokenizer (loaded alone: cheap). The estimator's
-    options are checked against the real reward count K (SAW's ``offsets`` need it), and a run
-    with code rewards refuses a sandbox weaker than ``sandbox_min_level``.
+    Rewards that count tokens get the policy's tokenizer (loaded alone when not given: cheap). The
+    estimator's options are checked against the real reward count K (SAW's ``offsets`` need it),
+    and a run with code rewards refuses a sandbox weaker than ``sandbox_min_level``.
     """
     from gdpo.advantages import check_options
-    from gdpo.models import load_tokenizer
     from gdpo.train.config_io import ConfigError
 
     entries = cfg.rewards or task.rewards
@@ -217,7 +241,8 @@ def build_rewards(cfg: TrainConfig, task: Task) -> RewardSet:
         check_options(cfg.method, cfg.method_options, num_rewards=len(entries))
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"method_options ({cfg.method}, {len(entries)} rewards): {exc}") from exc
-    reward_set = RewardSet.from_config(entries, extra_params={"tokenizer": load_tokenizer(cfg.model.name)})
+    tokenizer = load_tokenizer(cfg.model.name) if tokenizer is None else tokenizer
+    reward_set = RewardSet.from_config(entries, extra_params={"tokenizer": tokenizer})
     if any(_runs_programs(fn) for fn in reward_set.fns):
         _require_sandbox(cfg.sandbox_min_level)
     return reward_set
