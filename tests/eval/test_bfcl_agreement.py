@@ -200,7 +200,7 @@ def our_verdicts(cases: list[dict[str, Any]]) -> list[bool]:
     return [s == 1.0 for s in scores]
 
 
-@pytest.mark.slow
+@pytest.mark.bfcl_reference  # like the verl test: outside the README's test command, run by .ci/run
 def test_bfcl_ast_agrees_with_bfcls_unmodified_checker(tmp_path):
     python = reference_python()
     cases = all_cases()

@@ -44,3 +44,16 @@ def test_the_weighted_total_is_not_a_reward_row(tmp_path):
     assert "| a |" in summary.table and "| total |" not in summary.table
     run = RunData(method="gdpo", seed=0, path=tmp_path, metrics=rows, evals=[])
     assert report_reward_names([run]) == ["a"]
+
+
+def test_a_run_where_one_reward_varies_at_most_says_the_methods_must_coincide(tmp_path):
+    # multi_signal_frac = 0 on every step: GDPO's advantages are GRPO's times one number per step
+    rows = [{"step": s, "rewards/a/mean": 0.5, "rewards/multi_signal_frac": 0.0} for s in range(1, 13)]
+    (tmp_path / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    (tmp_path / "config.yaml").write_text("method: gdpo\n")
+    table = summarize_run(tmp_path).table
+    assert "**The methods must coincide here.**" in table
+    # and a run in the multi-signal regime does not say so
+    rows = [{**r, "rewards/multi_signal_frac": 0.8} for r in rows]
+    (tmp_path / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    assert "must coincide" not in summarize_run(tmp_path).table

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from gdpo.jsonio import atomic_path, read_jsonl, write_text_atomic
+from gdpo.reports.regime import run_regime_sentence
 from gdpo.train.metrics import reward_components
 
 WINDOW = 5  # steps averaged at the start and at the end of the run
@@ -41,11 +42,23 @@ def summarize_run(run_dir: str | Path) -> RunSummary:
         raise ValueError(f"{run_dir / 'metrics.jsonl'} has no steps; is {str(run_dir)!r} a training run folder?")
     evals = read_jsonl(run_dir / "eval.jsonl")
     table = score_table(rows, evals)
+    regime = run_regime_sentence(rows, _method(run_dir))  # says when the methods must coincide (< 10%)
+    if regime:
+        table += "\n\n" + regime
     png = plot_curves(rows, evals, run_dir / "curves.png")
     text = f"# Run summary: {run_dir}\n\n{table}\n\n![per-reward curves](curves.png)\n"
     md = run_dir / "summary.md"
     write_text_atomic(md, text)
     return RunSummary(table, png, md)
+
+
+def _method(run_dir: Path) -> str:
+    """The run's estimator, from its config.yaml ('' when absent)."""
+    import yaml
+
+    path = run_dir / "config.yaml"
+    config = yaml.safe_load(path.read_text()) if path.is_file() else None
+    return str(config.get("method", "")) if isinstance(config, dict) else ""
 
 
 def score_table(rows: list[dict], evals: list[dict]) -> str:
