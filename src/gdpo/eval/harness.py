@@ -24,6 +24,9 @@ from typing import Any, Callable, Iterator
 from gdpo.data.bfcl import CATEGORIES as BFCL_ORDER
 from gdpo.data.bfcl import UNANSWERABLE
 from gdpo.eval import metrics as M
+from gdpo.eval.episodes import DOMAIN as EPISODE_DOMAIN
+from gdpo.eval.episodes import hook_of as episode_hook
+from gdpo.eval.episodes import run_episodes
 from gdpo.eval.reference import REFERENCE_MODEL, reference_completions
 
 RESULTS = "results.jsonl"
@@ -192,7 +195,23 @@ def evaluate(settings: EvalSettings, output_dir: str | Path, *, model_and_tokeni
     log(f"{settings.task}/{settings.split}: {len(rows)} prompts{f' from {source}' if source else ''}, "
         f"{len(done)} done, {len(todo)} to go ({settings.samples} sample(s) each)")
     rate, cut = None, 0
-    if todo:
+    hook = episode_hook(task)  # multi-turn tasks are scored by their own episode runner
+    if hook is not None:
+        domain = EPISODE_DOMAIN
+    if todo and hook is not None:
+        reference = settings.model == REFERENCE_MODEL and model_and_tokenizer is None
+        model, tokenizer = (None, None) if reference else (model_and_tokenizer or _load(settings))
+        progress = Progress(len(todo), log)
+        with results_path.open("a") as fh, (contextlib.nullcontext() if reference else torch_threads(settings, log)):
+            def write(i: int, line: dict[str, Any]) -> None:
+                line = {"index": i, "key": prompt_key(rows[i]), **line}
+                fh.write(json.dumps(line, default=str) + "\n")
+                fh.flush()
+                done[i] = line
+
+            run_episodes(hook, rows, todo, settings, model, tokenizer, write, progress)
+        rate = progress.rate()
+    elif todo:
         reference = settings.model == REFERENCE_MODEL and model_and_tokenizer is None
         model, tokenizer = (None, None) if reference else (model_and_tokenizer or _load(settings))
         if not reference:
