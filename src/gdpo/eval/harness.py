@@ -27,6 +27,7 @@ from gdpo.eval import metrics as M
 from gdpo.eval.episodes import DOMAIN as EPISODE_DOMAIN
 from gdpo.eval.episodes import hook_of as episode_hook
 from gdpo.eval.episodes import run_episodes
+from gdpo.jsonio import write_text_atomic
 from gdpo.eval.reference import REFERENCE_MODEL, reference_completions
 
 RESULTS = "results.jsonl"
@@ -447,8 +448,8 @@ def write_summary(result: EvalResult, settings: EvalSettings, limit: int) -> Non
                "breakdown": result.breakdown, "by_group": result.by_group,
                "samples_per_second": result.samples_per_second, "seconds": result.seconds,
                "long_prompts_cut": result.long_prompts, "by_category": result.by_category, "bfcl": result.bfcl}
-    (result.output_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
-    (result.output_dir / "summary.md").write_text(markdown_table(result, settings))
+    write_text_atomic(result.output_dir / "summary.json", json.dumps(summary, indent=2, default=str) + "\n")
+    write_text_atomic(result.output_dir / "summary.md", markdown_table(result, settings))
 
 
 def _pct(value: float | None) -> str:

@@ -193,7 +193,7 @@ def write_base_config(output_dir: Path, base: dict[str, Any]) -> Path:
             f"{path} holds a different config from this call's (config file or --set changed); "
             f"use another --output-dir, or delete {output_dir} to start over")
     output_dir.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
+    write_text_atomic(path, text)
     return path
 
 

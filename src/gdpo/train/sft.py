@@ -31,6 +31,7 @@ from typing import Any, NamedTuple
 
 import yaml
 
+from gdpo.jsonio import write_text_atomic
 from gdpo.train.sft_config import SFTConfig, config_to_dict, load_sft_config
 from gdpo.train.sft_data import load_sft_data
 
@@ -242,7 +243,7 @@ def run_sft(cfg: SFTConfig, *, resume: bool = False) -> SFTResult:
     data = load_sft_data(cfg)  # ConfigError here: before any model loads
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.yaml").write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+    write_text_atomic(out / "config.yaml", yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
     ckpt_root = out / "checkpoints"
     start_from = None
     if resume:
@@ -276,7 +277,7 @@ def run_sft(cfg: SFTConfig, *, resume: bool = False) -> SFTResult:
                "num_tokens": tokens, "wall_s": wall, "tokens_per_s": tps,
                "examples": len(data.train), "held_out": len(data.test),
                "data": data.description, "model": cfg.model.name, "final_model": str(final)}
-    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    write_text_atomic(out / "summary.json", json.dumps(summary, indent=1))
     return SFTResult(out, final, trainer.state.global_step, summary["final_loss"], wall, tps)
 
 
