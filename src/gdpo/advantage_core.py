@@ -3,27 +3,9 @@ their ablations. Layers: this module <- :mod:`gdpo.advantages_successors` (GD²P
 the helpers here) <- :mod:`gdpo.advantages` (the public entry, which imports both so that the
 registry is complete). Import :mod:`gdpo.advantages`, not this module, to use the registry.
 
-Pure math: plain arrays in, arrays out. No transformers, no distributed code, no IO.
-
-Shape vocabulary: B prompts, G rollouts per prompt (a *group*), K reward components,
-N = B*G samples. Groups may have different sizes and need not be contiguous.
-
-Every estimator shares one signature::
-
-    estimator(rewards[N, K] float64, groups: GroupIndex, weights[K] float64, **options) -> [N]
-
-and is reached by name through :func:`compute_advantages` (numpy or torch in, same out).
-
-Numeric conventions (named options, documented defaults):
-
-* ``eps`` (default 1e-6, as verl): added to the std, ``(x - mean) / (std + eps)``.
-* std is the unbiased one (``ddof=1``), as in the paper's code (TRL, verl).
-* NaN reward = "this reward does not apply to this sample": left out of that reward's
-  statistics and contributes nothing to the sample's sum. A sample with no applicable
-  reward gets advantage 0 and is left out of the batch statistics.
-* A group with fewer than two usable samples, or with zero spread in a reward (all its
-  values exactly equal), contributes 0 for that reward. No NaN or inf comes out for
-  finite input.
+Pure math: plain arrays in, arrays out. No transformers, no distributed code, no IO. The shape
+vocabulary, the shared signature and the numeric conventions (eps, unbiased std, NaN = not
+applicable, groups without spread) are stated once, in :mod:`gdpo.advantages`.
 """
 
 from __future__ import annotations

@@ -22,17 +22,23 @@ import sys
 EXIT_NONFINITE = 3  # the run met a NaN / inf it could not skip (optim.on_nonfinite); config errors exit 2
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
+def add_run_arguments(parser: argparse.ArgumentParser, example: str, resume_help: str) -> None:
+    """The options every run command shares (``gdpo train``, ``gdpo sft``): config, output dir,
+    overrides, resume and print-config. ``example`` is an override shown in the help."""
     parser.add_argument("--config", "-c", help="YAML config file (default: built-in defaults; with --resume "
                                                 "and no --config: <output-dir>/config.yaml)")
     parser.add_argument("--output-dir", "-o", help="overrides output_dir of the config")
     parser.add_argument("--set", "-s", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
-                        help="override a config field, e.g. --set optim.lr=1e-5 (repeatable; value is YAML)")
-    parser.add_argument("--resume", action="store_true", help="continue the run in the output dir from its last "
-                                                             "checkpoint (needs <output-dir>/config.yaml)")
+                        help=f"override a config field, e.g. --set {example} (repeatable; value is YAML)")
+    parser.add_argument("--resume", action="store_true", help=resume_help)
+    parser.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_run_arguments(parser, "optim.lr=1e-5", "continue the run in the output dir from its last checkpoint "
+                                               "(needs <output-dir>/config.yaml)")
     parser.add_argument("--overwrite", action="store_true", help="the output dir holds a run: delete what the "
                                                                 "trainer wrote there and start afresh")
-    parser.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
 
 
 def run(args: argparse.Namespace) -> int:

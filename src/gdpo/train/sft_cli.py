@@ -16,15 +16,11 @@ import argparse
 import os
 import sys
 
+from gdpo.train.cli import add_run_arguments
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", "-c", help="YAML config file (default: built-in defaults; with --resume "
-                                                "and no --config: <output-dir>/config.yaml)")
-    parser.add_argument("--output-dir", "-o", help="overrides output_dir of the config")
-    parser.add_argument("--set", "-s", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
-                        help="override a config field, e.g. --set train.lr=1e-5 (repeatable; value is YAML)")
-    parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint in the output dir")
-    parser.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
+    add_run_arguments(parser, "train.lr=1e-5", "continue from the last checkpoint in the output dir")
 
 
 def run(args: argparse.Namespace) -> int:
