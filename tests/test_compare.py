@@ -118,3 +118,18 @@ def test_seed_and_method_lists():
     assert method_list(" grpo , gdpo ") == ["grpo", "gdpo"]
     with pytest.raises(CompareError, match="twice"):
         method_list("gdpo,gdpo")
+
+
+def test_a_base_config_saved_before_a_field_existed_is_the_same_experiment(tmp_path):
+    # a newer gdpo adds config fields with defaults: the saved base config lacks them, and the
+    # comparison continues; a real change (steps) is still refused
+    from gdpo.reports.compare import resolve_base_config, write_base_config
+
+    base = resolve_base_config(None, ["steps=3"])
+    older = {k: v for k, v in base.items() if k != "sandbox_min_level"}
+    older["rollout"] = {k: v for k, v in base["rollout"].items() if k != "long_prompts"}
+    (tmp_path / "base_config.yaml").write_text(yaml.safe_dump(older, sort_keys=False))
+    write_base_config(tmp_path, base)  # accepted, and rewritten in full
+    assert yaml.safe_load((tmp_path / "base_config.yaml").read_text()) == base
+    with pytest.raises(CompareError, match="holds a different config"):
+        write_base_config(tmp_path, resolve_base_config(None, ["steps=4"]))

@@ -182,13 +182,24 @@ def resolve_base_config(config: str | Path | dict | None, overrides: Sequence[st
     return data
 
 
+def _as_current(saved: Any) -> dict[str, Any] | None:
+    """A saved base config with the fields added to the trainer since then at their defaults
+    (so a newer gdpo continues the same experiment); None when it no longer parses."""
+    from gdpo.train.config import ConfigError
+
+    try:
+        return resolve_base_config(saved, []) if isinstance(saved, dict) else None
+    except ConfigError:
+        return None
+
+
 def write_base_config(output_dir: Path, base: dict[str, Any]) -> Path:
     """Write ``base_config.yaml``; refuse when a different one is already there (another experiment)."""
     import yaml
 
     path = output_dir / BASE_CONFIG
     text = yaml.safe_dump(base, sort_keys=False)
-    if path.is_file() and yaml.safe_load(path.read_text()) != base:
+    if path.is_file() and _as_current(yaml.safe_load(path.read_text())) != base:
         raise CompareError(
             f"{path} holds a different config from this call's (config file or --set changed); "
             f"use another --output-dir, or delete {output_dir} to start over")
