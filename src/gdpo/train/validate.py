@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 from typing import Any
 
 from gdpo.train.config_io import ConfigError, check_numbers
@@ -15,8 +14,8 @@ def validate(cfg: Any) -> None:
     that span fields. Runs before anything is written or loaded.
     """
     check_numbers(cfg)  # each int / float field inside the Range declared in gdpo.train.config
-    _check_method(cfg)
-    _check_names(cfg)  # task, task.params, rewards (gdpo.schema): before anything loads
+    _check_option_values(dict(cfg.method_options))
+    _check_names(cfg)  # method and options, task and params, rewards (gdpo.schema): before anything loads
     _check_batch(cfg)
     _check_optim(cfg)
     _check_tiny(cfg)
@@ -57,34 +56,11 @@ def _check_distributed(cfg: Any) -> None:
                           "set distributed.strategy=ddp or rollout.backend=hf")
 
 
-def _check_method(cfg: Any) -> None:
-    from gdpo.advantages import estimator_names, get_estimator
-
-    if cfg.method not in estimator_names():
-        close = difflib.get_close_matches(cfg.method, estimator_names(), n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise ConfigError(f"method = {cfg.method!r} is not an advantage estimator.{hint} "
-                          f"Valid: {', '.join(estimator_names())}")
-    options = get_estimator(cfg.method).options
-    for key in cfg.method_options:
-        if key not in options or key == "lengths":
-            valid = [k for k in options if k != "lengths"]
-            close = difflib.get_close_matches(key, valid, n=1)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
-            extra = " (use token_weighted_batch_norm: true for lengths)" if key == "lengths" else ""
-            raise ConfigError(f"method_options.{key} is not an option of {cfg.method!r}.{hint}{extra} "
-                              f"Valid: {', '.join(valid) or 'none'}")
-    _check_option_values(cfg.method, dict(cfg.method_options))
-    if cfg.token_weighted_batch_norm and "lengths" not in options:
-        raise ConfigError(f"token_weighted_batch_norm = true needs a method with a batch step "
-                          f"(gdpo, gdpo_no_std); {cfg.method!r} has none. Set it to false.")
-
-
-def _check_option_values(method: str, options: dict[str, Any]) -> None:
-    """NaN / inf / negative eps refused here; the estimator's own checks (when it has them) too."""
+def _check_option_values(options: dict[str, Any]) -> None:
+    """NaN / inf in any estimator option, and a negative eps, named by their config key. The
+    method's name, its option names and the estimator's own value checks are
+    :func:`gdpo.schema.check_estimator_options` (run next, by :func:`_check_names`)."""
     import math
-
-    from gdpo.advantages import check_options
 
     for key, value in options.items():
         if isinstance(value, float) and not math.isfinite(value):
@@ -93,10 +69,6 @@ def _check_option_values(method: str, options: dict[str, Any]) -> None:
     if eps is not None and (isinstance(eps, bool) or not isinstance(eps, (int, float)) or eps < 0):
         raise ConfigError(f"method_options.eps = {eps!r} is out of range; it must be >= 0 (added to the std; "
                           f"default 1e-6)")
-    try:
-        check_options(method, options)  # the estimator's own checks of its option values
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"method_options for {method!r}: {exc}") from None
 
 
 def _check_names(cfg: Any) -> None:
