@@ -22,11 +22,11 @@ Registration mirrors rewards and tasks: :func:`register_env` refuses a duplicate
 
 from __future__ import annotations
 
-import difflib
 import json
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
+from gdpo.signature import unknown
 from gdpo.rewards.toolcall import ParsedCalls, ToolCall, parse_tool_calls
 
 
@@ -142,10 +142,8 @@ def env_names() -> list[str]:
 def get_env(name: str, **params: Any) -> Environment:
     """A fresh environment ``name`` built with ``params``."""
     _load_builtins()
-    if name not in _ENVS:
-        close = difflib.get_close_matches(name, _ENVS, n=2)
-        hint = f" Did you mean {' or '.join(map(repr, close))}?" if close else ""
-        raise KeyError(f"unknown environment {name!r}.{hint} Valid environments: {', '.join(sorted(_ENVS))}")
+    if name not in _ENVS:  # a KeyError that is also a one-line user error (exit 2 from the CLI)
+        raise unknown("env", name, "not a registered environment", name, sorted(_ENVS))
     return _ENVS[name](**params)
 
 

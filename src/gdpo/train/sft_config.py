@@ -126,15 +126,12 @@ def validate_sft(cfg: SFTConfig) -> None:
         raise ConfigError(f"data.path = {d.path!r} is not a file; give the path of the "
                           f"{'ToolRL SFT JSON' if d.source == 'toolrl' else 'JSONL of messages'}")
     if d.source == "task":
-        from gdpo.data.base import task_names
+        from gdpo.schema import SchemaError, task_builder
 
-        if d.task not in task_names():
-            import difflib
-
-            close = difflib.get_close_matches(d.task, task_names(), n=1)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise ConfigError(f"data.task = {d.task!r} is not a registered task.{hint} "
-                              f"Valid: {', '.join(task_names())}")
+        try:  # the task's name, with the nearest registered one (its params: when the data loads)
+            task_builder(d.task, "data.task")
+        except SchemaError as exc:
+            raise ConfigError(str(exc)) from None
     _check_model(cfg.model)
 
 
