@@ -12,13 +12,14 @@ from __future__ import annotations
 import sys
 from typing import Any
 
+from gdpo.train.metrics import reward_components
+
 
 def _short(metrics: dict[str, float]) -> dict[str, str]:
     """The few figures worth watching live."""
     out = {"reward": f"{metrics.get('rewards/total/mean', float('nan')):.3f}"}
-    for key, value in metrics.items():
-        if key.startswith("rewards/") and key.endswith("/mean") and "/total/" not in key:
-            out[key.split("/")[1]] = f"{value:.2f}"
+    for name in reward_components(metrics):
+        out[name] = f"{metrics[f'rewards/{name}/mean']:.2f}"
     out["adv_distinct"] = f"{metrics.get('advantages/distinct_per_group', float('nan')):.2f}"
     out["len"] = f"{metrics.get('completions/length_mean', float('nan')):.1f}"
     out["s/step"] = f"{metrics.get('time/step_s', float('nan')):.2f}"
