@@ -27,6 +27,7 @@ from typing import Any, Callable, NamedTuple
 import numpy as np
 
 from gdpo.errors import InputError, MissingFileError
+from gdpo.jsonio import write_text_atomic
 from gdpo.rewards.reward_set import RewardScores, RewardSet, RewardSpec
 
 
@@ -206,14 +207,10 @@ def write_scores(path: Path, scores: RewardScores) -> None:
     for i, row in enumerate(scores.values):
         values = {n: (None if math.isnan(v) else float(v)) for n, v in zip(scores.names, row)}
         lines.append(json.dumps({"index": i, "scores": values}) + "\n")
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        tmp.write_text("".join(lines), encoding="utf-8")
-        os.replace(tmp, path)
+        write_text_atomic(path, "".join(lines))
     except IsADirectoryError:
         raise InputError(f"--output = {str(path)!r} is a folder; give a file path, or the folder itself") from None
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def summary_table(scores: RewardScores) -> str:
