@@ -72,13 +72,20 @@ class Policy(NamedTuple):
     tokenizer: Any
 
 
-def load_policy(cfg: TrainConfig, info: dist.DistInfo, device: torch.device) -> Policy:
-    """The trained model (LoRA-wrapped if asked), on ``device``; DDP-wrapped or FSDP-sharded when distributed."""
+def load_base_model(model_cfg, seed: int) -> tuple[Any, Any]:
+    """The model and tokenizer ``model_cfg`` names ('tiny': random init from ``model.init_seed``,
+    else the run's ``seed``), as the policy, the reference and ``gdpo sft`` load them."""
     from gdpo.models import load_model_and_tokenizer
 
+    init_seed = seed if model_cfg.init_seed is None else model_cfg.init_seed
+    loaded = load_model_and_tokenizer(model_cfg.name, tiny=vars(model_cfg.tiny), seed=init_seed)
+    return loaded.model, loaded.tokenizer
+
+
+def load_policy(cfg: TrainConfig, info: dist.DistInfo, device: torch.device) -> Policy:
+    """The trained model (LoRA-wrapped if asked), on ``device``; DDP-wrapped or FSDP-sharded when distributed."""
     torch.manual_seed(cfg.seed)  # same LoRA init on every process
-    init_seed = cfg.seed if cfg.model.init_seed is None else cfg.model.init_seed
-    model, tok, _ = load_model_and_tokenizer(cfg.model.name, tiny=vars(cfg.model.tiny), seed=init_seed)
+    model, tok = load_base_model(cfg.model, cfg.seed)
     if cfg.model.gradient_checkpointing:
         model.gradient_checkpointing_enable()
         model.config.use_cache = False
@@ -121,10 +128,7 @@ def load_reference(cfg: TrainConfig, policy: Policy, device: torch.device) -> Re
         return None
     if cfg.model.lora is not None:
         return Reference(policy.core, policy.core.disable_adapter)
-    from gdpo.models import load_model_and_tokenizer
-
-    init_seed = cfg.seed if cfg.model.init_seed is None else cfg.model.init_seed
-    ref = load_model_and_tokenizer(cfg.model.name, tiny=vars(cfg.model.tiny), seed=init_seed).model
+    ref, _ = load_base_model(cfg.model, cfg.seed)
     ref.to(device).eval().requires_grad_(False)
     return Reference(ref, contextlib.nullcontext)
 

@@ -181,13 +181,10 @@ def _trl_args(cfg: SFTConfig, ckpt_root: Path, has_eval: bool, use_bar: bool):
 
 
 def _load_model(cfg: SFTConfig):
-    from gdpo.models import load_model_and_tokenizer
+    from gdpo.train.build import _add_lora, load_base_model
 
-    init_seed = cfg.seed if cfg.model.init_seed is None else cfg.model.init_seed
-    model, tok, _ = load_model_and_tokenizer(cfg.model.name, tiny=vars(cfg.model.tiny), seed=init_seed)
+    model, tok = load_base_model(cfg.model, cfg.seed)
     if cfg.model.lora is not None:
-        from gdpo.train.build import _add_lora
-
         model = _add_lora(model, cfg.model.lora)
     return model, tok
 
