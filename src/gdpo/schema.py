@@ -173,14 +173,15 @@ def check_reward_entry(item: Any, key: str) -> str:
     return name
 
 
-def _condition_mapping(cond: Any) -> Any:
+def condition_mapping(cond: Any) -> Any:
+    """A condition with YAML 1.1's boolean ``True`` key (a bare ``on:``) read back as ``"on"``."""
     if isinstance(cond, Mapping) and True in cond and "on" not in cond:
         return {("on" if k is True else k): v for k, v in cond.items()}  # YAML 1.1 reads `on:` as True
     return cond
 
 
 def _check_condition(cond: Any, key: str) -> None:
-    cond = _condition_mapping(cond)
+    cond = condition_mapping(cond)
     if not isinstance(cond, Mapping):
         raise InputError(f"{key} = {cond!r}: must look like {{on: other_reward, min: 1.0}}")
     for k in cond:
@@ -208,7 +209,7 @@ def check_reward_entries(entries: Any, *, key: str = "rewards") -> None:
             raise InputError(f"{key}[{i}].name = {name!r}: listed twice (also {key}[{names.index(name)}]); "
                              "each reward may appear once")
     for i, item in enumerate(entries):
-        cond = _condition_mapping(item.get("condition")) if isinstance(item, Mapping) else None
+        cond = condition_mapping(item.get("condition")) if isinstance(item, Mapping) else None
         if cond is None:
             continue
         on = cond["on"]

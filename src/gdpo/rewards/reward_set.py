@@ -94,7 +94,7 @@ class RewardSet:
     @classmethod
     def from_config(cls, items: Sequence[Mapping[str, Any] | str], **kwargs) -> "RewardSet":
         """From config entries: a name, or ``{name, weight, params, condition: {on, min}, floor}``."""
-        from gdpo.schema import check_reward_entries
+        from gdpo.schema import check_reward_entries, condition_mapping
 
         check_reward_entries(list(items))  # keys, names, params, weights, conditions: one line each
         specs = []
@@ -102,10 +102,7 @@ class RewardSet:
             if isinstance(item, str):
                 specs.append(RewardSpec(item))
                 continue
-            cond = item.get("condition")
-            if isinstance(cond, Mapping) and True in cond and "on" not in cond:
-                # YAML 1.1 (PyYAML) reads a bare `on:` key as the boolean True
-                cond = {("on" if k is True else k): v for k, v in cond.items()}
+            cond = condition_mapping(item.get("condition"))  # YAML 1.1 reads a bare `on:` as True
             if cond is not None:
                 cond = (str(cond["on"]), float(cond.get("min", 1.0)))
             specs.append(RewardSpec(
