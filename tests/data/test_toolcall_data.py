@@ -120,6 +120,31 @@ def test_toolrl_task_with_path_and_errors(tmp_path, monkeypatch):
         get_task("toolrl")
 
 
+def test_toolrl_short_rows_filter_after_the_split_and_cut_only_the_think(tmp_path):
+    # 10 records; records 0-4 carry a long user turn (+400 characters), 5-9 a short one
+    long_user = "x" * 400
+    records = [{"instruction": SYSTEM, "input": f"<user> request {i} {long_user if i < 5 else ''} </user>",
+                "output": "<think> one two three four </think>\n" + CALL_OUT.split("\n", 1)[1]} for i in range(10)]
+    path = tmp_path / "sft.json"
+    path.write_text(json.dumps(records), encoding="utf-8")
+    full = get_task("toolrl", path=path, test_fraction=0.3, seed=1)
+    limit = min(tc.prompt_chars(r) for r in full.train + full.test) + 50  # admits exactly the short ones
+    short = get_task("toolrl", path=path, test_fraction=0.3, seed=1, max_prompt_chars=limit, reference_think_words=2)
+    short_ids = {r["index"] for r in full.train + full.test if tc.prompt_chars(r) <= limit}
+    assert short_ids == {5, 6, 7, 8, 9}
+    # the filter runs after the split: each filtered split is a subset of the unfiltered one
+    assert {r["index"] for r in short.test} == {r["index"] for r in full.test} & short_ids
+    assert {r["index"] for r in short.train} == {r["index"] for r in full.train} & short_ids
+    # the think keeps its first 2 words; the call after it is unchanged, so the rewards still give [1, 3]
+    assert all(r["reference"].startswith("<think> one two </think>\n<tool_call>") for r in short.train)
+    np.testing.assert_array_equal(score_references(short.train), [[1.0, 3.0]] * len(short.train))
+    for bad in (0, -3, 2.5, True):
+        with pytest.raises(ValueError, match="max_prompt_chars"):
+            get_task("toolrl", path=path, max_prompt_chars=bad)
+    with pytest.raises(ValueError, match="reference_think_words"):
+        get_task("toolrl", path=path, reference_think_words=0)
+
+
 # -- verl parquet ----------------------------------------------------------------------------
 
 def verl_records(outputs: list[str]) -> list[dict]:

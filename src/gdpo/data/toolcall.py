@@ -30,6 +30,8 @@ from typing import Any, Callable, Sequence
 from gdpo.data.base import Row, Task, register_task
 from gdpo.rewards.toolcall import (
     RESP_OPEN,
+    THINK_CLOSE,
+    THINK_OPEN,
     ToolCall,
     _after_think,
     parse_tool_calls,
@@ -49,7 +51,9 @@ __all__ = [
     "build_toolcall_rows",
     "load_toolrl_parquet",
     "load_toolrl_sft",
+    "prompt_chars",
     "reference_row",
+    "shorten_think",
     "split_rows",
 ]
 
@@ -191,9 +195,43 @@ def _load_toolrl(path: Path, on_error: str) -> list[Row]:
     return loader(path, on_error=on_error)
 
 
+def prompt_chars(row: Row) -> int:
+    """Characters in a row's prompt messages (about 4 per SmolLM2 token on ToolRL's English text)."""
+    return sum(len(m["content"]) for m in row["prompt"])
+
+
+def shorten_think(reply: str, words: int) -> str:
+    """``reply`` with its ``<think>`` block cut to the first ``words`` words; the rest unchanged.
+
+    >>> shorten_think("<think> a b c d </think>\\n<tool_call>\\n{}\\n</tool_call>", 2)
+    '<think> a b </think>\\n<tool_call>\\n{}\\n</tool_call>'
+    >>> shorten_think("no think block", 2)
+    'no think block'
+    """
+    start, end = reply.find(THINK_OPEN), reply.find(THINK_CLOSE)
+    if start != 0 or end < 0:
+        return reply
+    kept = reply[len(THINK_OPEN):end].split()[:words]
+    return f"{THINK_OPEN} {' '.join(kept)} {reply[end:]}"
+
+
+def _check_positive(name: str, value: Any) -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise ValueError(f"task.params.{name} = {value!r} must be a positive integer or null (no limit)")
+
+
+def _short_rows(rows: list[Row], max_prompt_chars: int | None, reference_think_words: int | None) -> list[Row]:
+    kept = [r for r in rows if max_prompt_chars is None or prompt_chars(r) <= max_prompt_chars]
+    if reference_think_words is None:
+        return kept
+    return [{**r, "reference": shorten_think(r["reference"], reference_think_words)}
+            if isinstance(r.get("reference"), str) else r for r in kept]
+
+
 @register_task("toolrl")
 def toolrl_task(path: str | Path | None = None, test_fraction: float = 0.1, seed: int = 0,
-                on_error: str = "raise", test_path: str | Path | None = None) -> Task:
+                on_error: str = "raise", test_path: str | Path | None = None,
+                max_prompt_chars: int | None = None, reference_think_words: int | None = None) -> Task:
     """ToolRL's data (SFT ``.json``/``.jsonl`` or verl ``.parquet``), split into train/test by ``seed``.
 
     ``path`` defaults to ``../shared/data/toolrl/rlla_sft.json`` beside the repository (the
@@ -202,7 +240,16 @@ def toolrl_task(path: str | Path | None = None, test_fraction: float = 0.1, seed
     ``path`` is all train rows. ``test_fraction=1.0``: the whole file is the test split (to
     evaluate every row of one file, e.g. ``--task-param path=test.parquet --task-param
     test_fraction=1``).
+
+    For CPU-sized runs: ``max_prompt_chars`` keeps only rows whose prompt messages hold at
+    most that many characters, applied *after* the split, so each split is a subset of the
+    unfiltered one and no test row moves into train. ``reference_think_words`` cuts the
+    ``<think>`` of each ``reference`` reply (what ``gdpo sft --set data.task=toolrl`` trains
+    on) to its first that many words; the calls and responses stay as they are, and no reward
+    reads the think text.
     """
+    _check_positive("max_prompt_chars", max_prompt_chars)
+    _check_positive("reference_think_words", reference_think_words)
     if path is None:
         if not DEFAULT_TOOLRL_PATH.exists():
             raise FileNotFoundError(
@@ -219,6 +266,8 @@ def toolrl_task(path: str | Path | None = None, test_fraction: float = 0.1, seed
         train, test = [], list(rows)
     else:
         train, test = split_rows(rows, test_fraction, seed)
+    train = _short_rows(train, max_prompt_chars, reference_think_words)
+    test = _short_rows(test, max_prompt_chars, reference_think_words)
     return Task(
         name="toolrl",
         train=train,
@@ -226,7 +275,8 @@ def toolrl_task(path: str | Path | None = None, test_fraction: float = 0.1, seed
         rewards=[dict(r) for r in DEFAULT_REWARDS],
         description="ToolRL tool-calling dialogues: <think>, then <tool_call> JSON lines and/or <response>",
         info={"path": str(path), "test_path": None if test_path is None else str(test_path), "rows": len(rows),
-              "test_fraction": test_fraction, "seed": seed},
+              "test_fraction": test_fraction, "seed": seed,
+              "max_prompt_chars": max_prompt_chars, "reference_think_words": reference_think_words},
     )
 
 
