@@ -125,6 +125,25 @@ def test_budget_and_max_turns_end_episodes(tiny):
     assert ep.end == "budget" and out.completion_ids.shape[1] <= 70 and out.metrics["episode/end_budget"] == 1.0
 
 
+def test_a_sampler_context_limit_cuts_every_budget_to_fit(tiny):
+    """max_context (the vLLM engine's max_model_len) bounds prompt + trajectory for every sample."""
+    from gdpo.rollout.hf import render_prompts
+
+    tok = tiny.tokenizer
+    rows = get_task("multi_turn_toy", brief=True, num_train=2, num_test=0, max_turns=5).train
+    loops = [lambda ep, r=r: render_tool_calls(reference_calls(r)[0]) for r in rows]  # call forever
+    prompt_lengths = render_prompts(tok, rows, 1000)[1].sum(-1)  # [2]
+    limit = int(prompt_lengths.max()) + 60  # room for about two turns of the longer prompt
+    out = generate_multi_turn(None, tok, rows, num_generations=1, max_new_tokens=200, max_prompt_tokens=1000,
+                              turns=ScriptedTurns(tok, loops), max_context=limit)
+    for i in range(2):
+        trajectory = int((out.completion_ids[i] != tok.pad_token_id).sum())  # model + environment tokens
+        assert limit - 25 < int(prompt_lengths[i]) + trajectory <= limit and out.rows[i]["episode"].end == "budget"
+    with pytest.raises(ValueError, match="lower rollout.max_prompt_tokens"):
+        generate_multi_turn(None, tok, rows, num_generations=1, max_new_tokens=200, max_prompt_tokens=1000,
+                            turns=ScriptedTurns(tok, loops), max_context=int(prompt_lengths.min()))
+
+
 def test_bfcl_reference_replayed_token_by_token_scores_100_percent(tiny):
     pytest.importorskip("bfcl_eval", reason="could not import bfcl_eval (scripts/setup.sh installs bfcl-eval)")
     from gdpo.data.bfcl_multi_turn import reference_replies

@@ -19,11 +19,13 @@ from gdpo.rollout.backends import HFGenerator, check_backend
 from gdpo.train.precision import compute_dtype
 from gdpo.rollout.hf import generate, render_prompts
 from gdpo.rollout.vllm_io import (
+    engine_context,
     engine_dtype,
     engine_folder,
     policy_weights,
     prompt_seeds,
     rollout_from_samples,
+    turn_seeds,
 )
 
 SMOKE = Path(__file__).resolve().parents[2] / "configs" / "smoke.yaml"
@@ -192,6 +194,32 @@ def test_prompt_seeds_are_reproducible_and_differ_by_step_and_rank():
     assert prompt_seeds(0, 0, 5, 4) == prompt_seeds(0, 0, 5, 4)
     seen = {s for step in range(1, 50) for rank in range(2) for s in prompt_seeds(0, rank, step, 4)}
     assert len(seen) == 49 * 2 * 4
+
+
+def test_turn_seeds_are_reproducible_and_differ_by_turn_step_rank_and_sample():
+    assert turn_seeds(0, 0, 3, 1, 8) == turn_seeds(0, 0, 3, 1, 8)
+    seen = [s for step in range(1, 6) for rank in range(2) for turn in range(4) for s in turn_seeds(0, rank, step, turn, 8)]
+    assert len(set(seen)) == len(seen) == 5 * 2 * 4 * 8
+    assert not set(seen) & {s for step in range(1, 6) for rank in range(2) for s in prompt_seeds(0, rank, step, 8)}
+
+
+def test_engine_context_covers_the_longest_trajectory_budget():
+    cfg = config_from_dict({"rollout": {"max_prompt_tokens": 100, "max_new_tokens": 16}})
+    assert engine_context(cfg, ROWS, model_limit=None) == 116  # single turn: prompt + completion
+    assert engine_context(cfg, ROWS, model_limit=64) == 64  # never past the model's positions
+    # multi-turn: 3 turns x 16 + 1024 environment allowance = 1072 (row 1), an explicit 500 (row 2)
+    rows = [{"prompt": "x", "env": "toy_peek", "max_turns": 3}, {"prompt": "y", "env": "toy_peek",
+                                                                  "max_trajectory_tokens": 500}]
+    assert engine_context(cfg, rows, model_limit=None) == 100 + 1072
+    assert engine_context(cfg, rows[1:], model_limit=8192) == 600
+    assert engine_context(cfg, rows, model_limit=1024) == 1024
+
+
+def test_mixed_single_and_multi_turn_rows_are_refused_in_one_line():
+    from gdpo.errors import InputError
+
+    with pytest.raises(InputError, match="mixes rows with and without an 'env' column"):
+        generators.is_multi_turn([{"prompt": "x", "env": "toy_peek"}, {"prompt": "y"}])
 
 
 # --------------------------------------------------------------------------- dtype on GPUs without bf16

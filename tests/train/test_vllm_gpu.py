@@ -127,3 +127,51 @@ def test_two_training_steps_with_the_vllm_backend(tmp_path):
         assert "rewards/total/mean" in rewards and all(math.isfinite(v) for v in rewards.values())
         assert math.isfinite(row["loss"]) and math.isfinite(row["grad_norm"])
         assert 1 <= row["completions/length_mean"] <= 8
+
+
+# --------------------------------------------------------------------------- multi-turn on the engine
+def _peek_rows(n=4):
+    from gdpo.data.base import get_task
+
+    return get_task("multi_turn_peek", num_train=n, num_test=0, max_turns=2).train
+
+
+def test_multi_turn_episodes_on_the_engine_mask_the_environment_and_fit_its_context(engine):
+    cfg, policy, gen = engine
+    tok = policy.tokenizer
+    rollout = gen.generate(_peek_rows(), step=1)
+    assert len(rollout) == 4 * cfg.rollout.num_generations and rollout.completion_ids.device.type == "cuda"
+    assert 1 <= rollout.metrics["episode/turns"] <= 2
+    ids, mask = rollout.completion_ids, rollout.completion_mask
+    for i, row in enumerate(rollout.rows):
+        ep = row["episode"]
+        assert ep.end in ("answer", "max_turns", "budget", "env") and 1 <= len(ep.turns) <= 2
+        real = ids[i] != tok.pad_token_id  # the trajectory (tiny's pad is not its EOS)
+        # mask 1: the model's sampled tokens, which decode to its turns; mask 0: the environment's tokens
+        assert int(mask[i].sum()) == ep.model_tokens
+        assert int((real & ~mask[i].bool()).sum()) == ep.env_tokens
+        assert tok.decode(ids[i][mask[i].bool()], skip_special_tokens=True) == "".join(ep.turns)
+        assert int(rollout.prompt_mask[i].sum()) + int(real.sum()) <= gen.max_model_len
+    again = gen.generate(_peek_rows(), step=1)  # the same weights and seeds: the same trajectories
+    assert torch.equal(again.completion_ids, ids) and again.completions == rollout.completions
+    other = gen.generate(_peek_rows(), step=2)
+    assert not torch.equal(other.completion_ids, ids) or other.completions != rollout.completions
+
+
+def test_multi_turn_training_with_the_vllm_backend(tmp_path):
+    """`gdpo train` on the multi-turn smoke task with the engine sampling every turn, 2 steps."""
+    cfg = yaml.safe_load((SMOKE.parent / "multi_turn_smoke.yaml").read_text())
+    cfg.update(output_dir=str(tmp_path / "run"), steps=2)
+    cfg["model"].update(tiny={**TINY, "max_positions": 1024}, dtype="float32")
+    cfg["rollout"].update(backend="vllm", vllm_gpu_memory_utilization=0.2, vllm_sleep=True)
+    config = tmp_path / "multi_turn_vllm.yaml"
+    config.write_text(yaml.safe_dump(cfg))
+    launcher = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+    env = {k: v for k, v in os.environ.items() if k not in launcher}
+    done = subprocess.run([sys.executable, "-m", "gdpo", "train", "--config", str(config)],
+                          check=False, capture_output=True, text=True, timeout=900, env=env)
+    assert done.returncode == 0, done.stderr[-4000:]
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in rows] == [1, 2]
+    for row in rows:
+        assert row["episode/turns"] >= 1 and math.isfinite(row["loss"]) and math.isfinite(row["grad_norm"])

@@ -7,9 +7,9 @@
 * ``vllm`` (:class:`gdpo.rollout.vllm_engine.VLLMGenerator`): a colocated vLLM engine on this
   process's GPU, imported only when selected.
 * Multi-turn: rows that name an environment (an ``env`` column, :mod:`gdpo.envs`) are rolled
-  out turn by turn (:func:`gdpo.rollout.multi_turn.generate_multi_turn`) on HF ``generate``;
-  the vLLM backend refuses them (:func:`check_rows`). :func:`check_backend` runs before any model is
-  loaded, so a machine without vLLM or CUDA fails at once with the fix in the message.
+  out turn by turn (:func:`gdpo.rollout.multi_turn.generate_multi_turn`) on either backend:
+  HF ``generate`` or the vLLM engine samples each model turn. :func:`check_backend` runs before
+  any model is loaded, so a machine without vLLM or CUDA fails at once with the fix in the message.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 import torch
 
+from gdpo.errors import InputError
 from gdpo.train import dist
 from gdpo.train.config import TrainConfig
 from gdpo.train.config_io import ConfigError
@@ -59,16 +60,9 @@ def is_multi_turn(rows: list[dict[str, Any]]) -> bool:
     """Rows that name an environment get multi-turn episodes (all or none of a batch)."""
     flags = {bool(row.get("env")) for row in rows}
     if len(flags) > 1:
-        raise ValueError("a rollout batch mixes rows with and without an 'env' column; a task's rows "
+        raise InputError("a rollout batch mixes rows with and without an 'env' column; a task's rows "
                          "must all be multi-turn (env set) or all single-turn")
     return flags == {True}
-
-
-def check_rows(cfg: TrainConfig, rows: list[dict[str, Any]]) -> None:
-    """Fail before loading models when the task's rows need what the backend lacks."""
-    if rows and cfg.rollout.backend != "hf" and is_multi_turn(rows[:1]):
-        raise ConfigError(f"task {cfg.task.name!r} is multi-turn (its rows set 'env') and rollout.backend = "
-                          f"{cfg.rollout.backend!r} runs single turns only: set rollout.backend=hf")
 
 
 VLLM_FIX = "pip install vllm on a CUDA machine, or set rollout.backend=hf"
@@ -90,24 +84,17 @@ def vllm_installed() -> bool:
 
 
 def make_generator(cfg: TrainConfig, info: dist.DistInfo, policy, device: torch.device,
-                   autocast: Callable[[], Any] = contextlib.nullcontext) -> Generator:
-    """The run's rollout backend (call :func:`check_backend` first, before loading models)."""
+                   autocast: Callable[[], Any] = contextlib.nullcontext,
+                   rows: list[dict[str, Any]] | None = None) -> Generator:
+    """The run's rollout backend (call :func:`check_backend` first, before loading models).
+
+    ``rows``: the task's training rows; the vLLM engine sizes its context from them (a
+    multi-turn task's trajectory budgets) and checks they are all single- or all multi-turn.
+    """
     if cfg.rollout.backend == "hf":
         return HFGenerator(cfg, policy, autocast)
     from gdpo.rollout.vllm_engine import VLLMGenerator  # vllm is imported only here
 
-    return SingleTurnOnly(cfg, VLLMGenerator(cfg, info, policy, device))
-
-
-class SingleTurnOnly:
-    """A backend without multi-turn episodes: refuses rows that name an environment."""
-
-    def __init__(self, cfg: TrainConfig, inner: Generator):
-        self.cfg, self.inner = cfg, inner
-
-    def generate(self, rows: list[dict[str, Any]], step: int) -> Rollout:
-        check_rows(self.cfg, rows)
-        return self.inner.generate(rows, step)
-
-    def __getattr__(self, name: str) -> Any:  # the engine's other methods (sleep, weights sync, ...)
-        return getattr(self.inner, name)
+    if rows:
+        is_multi_turn(rows)  # a task mixing single- and multi-turn rows: refused before the engine is built
+    return VLLMGenerator(cfg, info, policy, device, rows)

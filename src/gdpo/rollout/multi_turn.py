@@ -61,18 +61,21 @@ class _Sample:
 def generate_multi_turn(model, tokenizer, rows: list[dict[str, Any]], *, num_generations: int,
                         max_new_tokens: int, max_prompt_tokens: int, temperature: float = 1.0,
                         top_p: float = 1.0, top_k: int = 0, greedy: bool = False,
-                        turns: TurnSampler | None = None) -> Rollout:
+                        turns: TurnSampler | None = None, max_context: int | None = None) -> Rollout:
     """Run one episode per sample (G per row, contiguous); see the module doc.
 
     ``turns`` samples the model turns: HF ``generate`` on ``model`` by default
     (:class:`HFTurns`); :class:`ScriptedTurns` plays text policies (the reference) through the
-    same token-level path.
+    same token-level path; the vLLM backend passes its engine's
+    (:class:`gdpo.rollout.vllm_engine.VLLMTurns`). ``max_context``: the longest prompt +
+    trajectory the sampler takes (an engine's ``max_model_len``); each sample's budget is cut
+    to fit it, so an episode that would outgrow it ends by ``budget``.
     """
     device = next(model.parameters()).device if model is not None else torch.device("cpu")
     prompt_ids, prompt_mask = render_prompts(tokenizer, rows, max_prompt_tokens)  # [B, P]
     expanded = [row for row in rows for _ in range(num_generations)]
     samples = [_new_sample(i, row, prompt_ids[i // num_generations], prompt_mask[i // num_generations],
-                           max_new_tokens) for i, row in enumerate(expanded)]
+                           max_new_tokens, max_context) for i, row in enumerate(expanded)]
     if turns is None:
         sampling = dict(do_sample=False) if greedy else dict(do_sample=True, temperature=temperature,
                                                              top_p=top_p, top_k=top_k or None)
@@ -91,17 +94,35 @@ def generate_multi_turn(model, tokenizer, rows: list[dict[str, Any]], *, num_gen
                    metrics=episode_metrics([s.episode for s in samples]))
 
 
-def _new_sample(index: int, row: dict[str, Any], prompt_ids: torch.Tensor, prompt_mask: torch.Tensor,
-                max_new_tokens: int) -> _Sample:
-    env = make_env(row)
-    env.reset(row)
+def episode_limits(row: dict[str, Any], max_new_tokens: int) -> tuple[int, int]:
+    """A row's (model turns, trajectory token budget): its ``max_turns`` and
+    ``max_trajectory_tokens`` columns, else the defaults of the module doc.
+
+    >>> episode_limits({"max_turns": 2}, max_new_tokens=8)
+    (2, 1040)
+    >>> episode_limits({"max_trajectory_tokens": 50}, max_new_tokens=8)
+    (4, 50)
+    """
     max_turns = int(DEFAULT_MAX_TURNS if row.get("max_turns") is None else row["max_turns"])
     budget = row.get("max_trajectory_tokens")
     budget = int(max_turns * max_new_tokens + ENV_TOKEN_ALLOWANCE if budget is None else budget)
     if max_turns < 1 or budget < 1:
         raise ValueError(f"row {row.get('id', '')!r}: max_turns={max_turns} and max_trajectory_tokens={budget} "
                          "must be >= 1")
+    return max_turns, budget
+
+
+def _new_sample(index: int, row: dict[str, Any], prompt_ids: torch.Tensor, prompt_mask: torch.Tensor,
+                max_new_tokens: int, max_context: int | None = None) -> _Sample:
+    env = make_env(row)
+    env.reset(row)
+    max_turns, budget = episode_limits(row, max_new_tokens)
     prompt = prompt_ids[prompt_mask.bool()].tolist()
+    if max_context is not None:
+        budget = min(budget, max_context - len(prompt))
+        if budget < 1:
+            raise ValueError(f"row {row.get('id', '')!r}: its prompt ({len(prompt)} tokens) leaves no room in the "
+                             f"sampler's context of {max_context} tokens; lower rollout.max_prompt_tokens")
     episode = Episode(env=env, turns=[], parsed=[], env_messages=[])
     return _Sample(index, prompt, env, episode, max_turns, budget, [], [])
 
@@ -126,16 +147,22 @@ class HFTurns:
         attn = torch.tensor([[0] * (width - len(c)) + [1] * len(c) for c in contexts], device=self.device)  # [A, W]
         out = self.model.generate(input_ids=ids, attention_mask=attn, max_new_tokens=limit, pad_token_id=pad,
                                   eos_token_id=self.tokenizer.eos_token_id, use_cache=True, **self.sampling)
-        eos = set(_eos_ids(self.tokenizer))
-        result = []
-        for row in out[:, width:].tolist():
-            tokens = []
-            for t in row:
-                tokens.append(t)
-                if t in eos:
-                    break
-            result.append(tokens)
-        return result
+        eos = eos_ids(self.tokenizer)
+        return [until_eos(row, eos) for row in out[:, width:].tolist()]
+
+
+def until_eos(tokens: list[int], eos_ids: list[int]) -> list[int]:
+    """``tokens`` up to and including the first EOS (all of them when there is none).
+
+    >>> until_eos([5, 6, 2, 0, 0], [2])
+    [5, 6, 2]
+    >>> until_eos([5, 6], [2])
+    [5, 6]
+    """
+    for i, t in enumerate(tokens):
+        if t in eos_ids:
+            return tokens[: i + 1]
+    return list(tokens)
 
 
 class ScriptedTurns:
@@ -152,7 +179,7 @@ class ScriptedTurns:
         out = []
         for s in active:
             text = self.replies[s.index](s.episode)
-            ids = self.tokenizer(text, add_special_tokens=False)["input_ids"] + [_eos_ids(self.tokenizer)[0]]
+            ids = self.tokenizer(text, add_special_tokens=False)["input_ids"] + [eos_ids(self.tokenizer)[0]]
             out.append(ids[:limit])
         return out
 
@@ -161,7 +188,7 @@ def _advance(s: _Sample, tokens: list[int], tokenizer) -> None:
     """Append a model turn, run the environment, append its reply or end the episode."""
     ep = s.episode
     tokens = tokens[: s.budget - len(s.ids)]
-    ended_eos = bool(tokens) and tokens[-1] in _eos_ids(tokenizer)
+    ended_eos = bool(tokens) and tokens[-1] in eos_ids(tokenizer)
     s.ids += tokens
     s.mask += [1] * len(tokens)
     ep.model_tokens += len(tokens)
@@ -218,7 +245,7 @@ def env_token_ids(tokenizer, messages: list[dict[str, str]], ended_eos: bool = T
     cut = base.rfind(eos_text) if eos_text else -1
     tail = base[cut + len(eos_text):] if cut >= base.rfind("y") else ""
     ids = tokenizer(tail + full[len(base):], add_special_tokens=False)["input_ids"]
-    return ids if ended_eos else [_eos_ids(tokenizer)[0], *ids]
+    return ids if ended_eos else [eos_ids(tokenizer)[0], *ids]
 
 
 def _as_user(message: dict[str, str]) -> str:
@@ -227,7 +254,8 @@ def _as_user(message: dict[str, str]) -> str:
     return str(message.get("content", ""))
 
 
-def _eos_ids(tokenizer) -> list[int]:
+def eos_ids(tokenizer) -> list[int]:
+    """The tokenizer's EOS id(s) as a list (some tokenizers name several)."""
     eos = tokenizer.eos_token_id
     return list(eos) if isinstance(eos, (list, tuple)) else [eos]
 

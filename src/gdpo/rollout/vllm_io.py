@@ -4,6 +4,8 @@
 * :func:`engine_dtype`: the engine's dtype for ``model.dtype``.
 * :func:`policy_weights`: the policy's weights under HF names, LoRA adapters merged in.
 * :func:`prompt_seeds`: a seed per prompt, from (run seed, rank, step).
+* :func:`turn_seeds`: a seed per sample and model turn of a multi-turn episode.
+* :func:`engine_context`: the engine's ``max_model_len`` for the run's rows (single- or multi-turn).
 * :func:`rollout_from_samples`: sampled token lists -> a :class:`Rollout` padded and masked
   exactly like the HF path's.
 """
@@ -92,6 +94,37 @@ def prompt_seeds(seed: int, rank: int, step: int, num_prompts: int) -> list[int]
     """One sampling seed per prompt (vLLM seeds a prompt's G samples seed, seed+1, ...)."""
     rng = np.random.default_rng([seed, rank, step])
     return [int(s) for s in rng.integers(0, 2**31 - 1, size=num_prompts)]
+
+
+def turn_seeds(seed: int, rank: int, step: int, turn: int, num_samples: int) -> list[int]:
+    """One sampling seed per sample for model turn ``turn`` (0-based) of a step's episodes.
+
+    Each (run seed, rank, step, turn) gives its own stream, so a rerun samples the same
+    trajectories and no two turns or steps share a seed by construction.
+
+    >>> turn_seeds(0, 0, 1, 0, 3) == turn_seeds(0, 0, 1, 0, 3) != turn_seeds(0, 0, 1, 1, 3)
+    True
+    """
+    rng = np.random.default_rng([seed, rank, step, turn, 0x6D74])  # 0x6D74: apart from prompt_seeds' streams
+    return [int(s) for s in rng.integers(0, 2**31 - 1, size=num_samples)]
+
+
+def engine_context(cfg: TrainConfig, rows: list[dict[str, Any]], model_limit: int | None) -> int:
+    """The engine's ``max_model_len``: the longest prompt + completion the run can ask for.
+
+    Single-turn rows: ``max_prompt_tokens + max_new_tokens``. Multi-turn rows (an ``env``
+    column): ``max_prompt_tokens`` + the largest trajectory budget among them
+    (:func:`gdpo.rollout.multi_turn.episode_limits`). Capped by the model's positions
+    (``model_limit``); the multi-turn loop cuts each episode's budget to what is left.
+    """
+    from gdpo.rollout.multi_turn import episode_limits
+
+    r = cfg.rollout
+    longest = r.max_new_tokens
+    if rows and rows[0].get("env"):
+        longest = max(episode_limits(row, r.max_new_tokens)[1] for row in rows)
+    wanted = r.max_prompt_tokens + longest
+    return min(wanted, int(model_limit)) if model_limit else wanted
 
 
 def rollout_from_samples(prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, samples: list[list[int]],

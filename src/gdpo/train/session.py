@@ -27,7 +27,7 @@ from gdpo.train.build import (
 )
 from gdpo.train.config import TrainConfig, config_to_dict
 from gdpo.train.fsdp import full_parameters, is_sharded, save_pretrained_full
-from gdpo.rollout.backends import Generator, check_backend, check_rows, make_generator
+from gdpo.rollout.backends import Generator, check_backend, is_multi_turn, make_generator
 from gdpo.train.logging import RunLogger
 from gdpo.train.progress import Progress
 from gdpo.train.run_folder import check_run_folder, prepare_run_folder
@@ -184,7 +184,7 @@ def open_session(cfg: TrainConfig, info: dist.DistInfo, device: torch.device, re
     check_run_folder(out, resume=resume, overwrite=overwrite)  # a run there already / none to resume
     dist.barrier(info)  # every process looked before the main one changes the folder
     task = get_task(cfg.task.name, **cfg.task.params)  # registers the task's rewards first
-    check_rows(cfg, task.train)  # a multi-turn task on a single-turn backend: refused here
+    is_multi_turn(task.train)  # a task mixing single- and multi-turn rows: refused before any model loads
     tokenizer = load_tokenizer(cfg.model.name)  # the policy's, without the model (cheap)
     reward_set = build_rewards(cfg, task, tokenizer)  # bad reward values, estimator options, sandbox
     check_prompts(cfg, task, tokenizer, announce=info.is_main)  # prompts over the limit: counted, named
@@ -200,7 +200,7 @@ def open_session(cfg: TrainConfig, info: dist.DistInfo, device: torch.device, re
     dist.barrier(info)
     logger = RunLogger(out, cfg.logging, config_to_dict(cfg), enabled=info.is_main)
     progress = Progress(cfg.steps, start, cfg.logging.progress, enabled=info.is_main)
-    generator = make_generator(cfg, info, policy, device, autocast)
+    generator = make_generator(cfg, info, policy, device, autocast, rows=task.train)
     return Session(cfg, info, task, policy, reference, reward_set, optimizer, scheduler, sampler,
                    logger, progress, out, start, resumed=start > 0, generator=generator,
                    autocast=autocast, saved_step=start)
