@@ -11,6 +11,7 @@ from gdpo.cli import main
 from gdpo.train.sft_config import sft_config_from_dict
 from gdpo.train.sft_data import (
     load_sft_data,
+    peek_mixture_examples,
     read_jsonl_messages,
     reference_reply,
     toy_mixture_examples,
@@ -190,3 +191,37 @@ def test_toy_mixture_rates_and_the_flawless_reply():
     assert abs(sum(any(c.isdigit() for c in r) for r in replies) / 4000 - 0.3) < 0.04
     with pytest.raises(ValueError, match="letter_rate"):
         toy_mixture_examples(letter_rate=1.5)
+
+
+def test_peek_mixture_rates_and_turns():
+    examples = peek_mixture_examples(num_examples=4000, seed=2, peek_rate=0.5, right_rate=0.5)
+    first = [e for e in examples if len(e["prompt"]) == 1]  # every game's first assistant turn
+    second = [e for e in examples if len(e["prompt"]) == 3]  # after '?' and the tool's secret
+    assert len(first) == 4000 and len(first) + len(second) == len(examples)
+    # 4000 games: std sqrt(0.25 / 4000) = 0.008, so +-0.04 is 5 std; after a peek, right half the time
+    assert abs(sum(e["completion"][0]["content"] == "?" for e in first) / 4000 - 0.5) < 0.04
+    assert abs(len(second) / 4000 - 0.5) < 0.04
+    right = sum(e["completion"][0]["content"] == e["prompt"][2]["content"] for e in second) / len(second)
+    assert abs(right - 0.5) < 0.06
+    assert all(e["prompt"][1] == {"role": "assistant", "content": "?"} and e["prompt"][2]["role"] == "tool"
+               for e in second)
+    for bad, word in (({"peek_rate": 2}, "peek_rate"), ({"digits": "7"}, "digits"), ({"num_examples": 0}, "num_examples")):
+        with pytest.raises(ValueError, match=word):
+            peek_mixture_examples(**bad)
+
+
+def test_peek_mixture_second_turn_renders_as_the_multi_turn_rollout_does():
+    """SFT's turn-2 prompt is token for token the context the rollout builds before turn 2."""
+    from gdpo.envs.base import tool_message
+    from gdpo.envs.toy import build_peek_model
+    from gdpo.rollout.multi_turn import env_token_ids
+
+    _, tok = build_peek_model()
+    game = next(e for e in peek_mixture_examples(num_examples=20, seed=0) if len(e["prompt"]) == 3)
+    sft_prompt = tok.apply_chat_template(game["prompt"], add_generation_prompt=True, tokenize=True,
+                                         return_dict=True)["input_ids"]
+    prompt = tok.apply_chat_template(game["prompt"][:1], add_generation_prompt=True, tokenize=True,
+                                     return_dict=True)["input_ids"]
+    turn1 = tok("?", add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+    env = env_token_ids(tok, [tool_message("peek", game["prompt"][2]["content"])])
+    assert sft_prompt == prompt + turn1 + env

@@ -22,24 +22,26 @@ from gdpo.train.config_io import ConfigError, apply_overrides, build_dataclass, 
 __all__ = ["SFTConfig", "SFTDataConfig", "SFTOptimConfig", "load_sft_config", "sft_config_from_dict",
            "config_to_dict"]
 
-SOURCES = ("task", "toolrl", "jsonl", "toy_mixture")
+SOURCES = ("task", "toolrl", "jsonl", "toy_mixture", "peek_mixture")
 
 
 @dataclass
 class SFTDataConfig:
     """Where the chat examples come from; every example is (prompt messages, one assistant reply)."""
 
-    source: Literal["task", "toolrl", "jsonl", "toy_mixture"] = _f(
+    source: Literal["task", "toolrl", "jsonl", "toy_mixture", "peek_mixture"] = _f(
         "task", "task: a registered task's reference answers (toy, toolcall, toolrl, math, gsm8k, code, ...); "
         "toolrl: ToolRL's SFT JSON (instruction/input/output); jsonl: a JSONL file of {messages: [...]}, "
         "every assistant turn trained; toy_mixture: toy-task prompts with replies that earn each toy reward "
-        "part of the time (a warm start for the multi-signal regime, see docs/sft.md)")
+        "part of the time (a warm start for the multi-signal regime, see docs/sft.md); peek_mixture: two-turn "
+        "toy_peek games that peek and answer right part of the time (a multi-turn warm start)")
     path: str | None = _f(None, "file for source=toolrl (default ../shared/data/toolrl/rlla_sft.json) or "
                                 "source=jsonl (required)")
     task: str = _f("toy", "source=task: the registered task whose train rows are rendered")
     params: dict[str, Any] = _f({}, "source=task: task builder parameters; source=toy_mixture: generator "
                                     "parameters (num_examples, letters, seed, letter_rate, long_rate, "
-                                    "upper_rate, digit_rate, punct_rate)")
+                                    "upper_rate, digit_rate, punct_rate); source=peek_mixture: num_examples, "
+                                    "digits, seed, peek_rate, right_rate")
     limit: int | None = _f(None, "use only the first this many examples (after the test split); null = all")
     test_fraction: float = _f(0.0, "share of examples held out for the eval loss (eval_loss in metrics.jsonl), "
                                    "in [0, 1)")

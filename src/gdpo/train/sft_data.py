@@ -13,7 +13,9 @@ Sources (``data.source``):
 * ``toolrl``: ToolRL's SFT JSON (``instruction`` / ``input`` / ``output`` records);
 * ``jsonl``: one ``{"messages": [{"role", "content"}, ...]}`` per line;
 * ``toy_mixture``: toy-task prompts (``Say the letter q.``) with generated replies that earn
-  each toy reward part of the time (:func:`toy_mixture_examples`).
+  each toy reward part of the time (:func:`toy_mixture_examples`);
+* ``peek_mixture``: two-turn ``toy_peek`` games (peek, read the secret, answer) that earn the
+  game's trajectory rewards part of the time (:func:`peek_mixture_examples`).
 
 >>> reply = reference_reply({"prompt": [], "target": "q", "max_len": 3}, "toy")
 >>> reply
@@ -154,6 +156,42 @@ def toy_mixture_examples(num_examples: int = 2000, letters: str = "abcdef", seed
 
 
 # --------------------------------------------------------------------------------------
+# peek_mixture: a multi-turn warm start for the toy_peek game
+# --------------------------------------------------------------------------------------
+def peek_mixture_examples(num_examples: int = 2000, digits: str = "0123", seed: int = 0,
+                          peek_rate: float = 0.5, right_rate: float = 0.5) -> list[Example]:
+    """``num_examples`` ``toy_peek`` conversations (prompt ``go``), one example per assistant turn.
+
+    With probability ``peek_rate`` the model peeks (``?``), the tool returns the secret and the
+    model answers it (probability ``right_rate``) or another digit; otherwise it answers a
+    random digit at once, without the tool. A model that imitates the mixture earns
+    ``call_efficiency`` and ``final_state_match`` each part of the time, so both vary in most
+    groups at the start of RL (the multi-signal regime).
+    """
+    for key, value in (("peek_rate", peek_rate), ("right_rate", right_rate)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+            raise ValueError(f"data.params.{key} = {value!r} must be a probability in [0, 1]")
+    if len(digits) < 2 or not digits.isdigit():
+        raise ValueError(f"data.params.digits = {digits!r} must be two or more digits, e.g. '0123'")
+    if isinstance(num_examples, bool) or not isinstance(num_examples, int) or num_examples < 1:
+        raise ValueError(f"data.params.num_examples = {num_examples!r} must be a positive integer")
+    rng = random.Random(f"gdpo-peek-mixture:{seed}")
+    out: list[Example] = []
+    for _ in range(num_examples):
+        secret = rng.choice(digits)
+        messages = [{"role": "user", "content": "go"}]
+        if rng.random() < peek_rate:
+            wrong = rng.choice([d for d in digits if d != secret])
+            answer = secret if rng.random() < right_rate else wrong
+            messages += [{"role": "assistant", "content": "?"}, {"role": "tool", "content": secret},
+                         {"role": "assistant", "content": answer}]
+        else:
+            messages.append({"role": "assistant", "content": rng.choice(digits)})
+        out.extend(split_turns(messages))
+    return out
+
+
+# --------------------------------------------------------------------------------------
 # The one entry point
 # --------------------------------------------------------------------------------------
 def _examples(cfg) -> tuple[list[Example], str]:
@@ -173,6 +211,8 @@ def _examples(cfg) -> tuple[list[Example], str]:
         return _row_examples(rows, "toolrl"), f"ToolRL SFT ({path})"
     if d.source == "jsonl":
         return read_jsonl_messages(d.path), f"JSONL messages ({d.path})"
+    if d.source == "peek_mixture":
+        return peek_mixture_examples(**d.params), f"peek_mixture {d.params}"
     return toy_mixture_examples(**d.params), f"toy_mixture {d.params}"
 
 
