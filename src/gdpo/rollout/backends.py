@@ -88,13 +88,11 @@ def make_generator(cfg: TrainConfig, info: dist.DistInfo, policy, device: torch.
                    rows: list[dict[str, Any]] | None = None) -> Generator:
     """The run's rollout backend (call :func:`check_backend` first, before loading models).
 
-    ``rows``: the task's training rows; the vLLM engine sizes its context from them (a
-    multi-turn task's trajectory budgets) and checks they are all single- or all multi-turn.
+    ``rows``: the task's training rows (all single- or all multi-turn, as the session checks);
+    the vLLM engine sizes its context from them (a multi-turn task's trajectory budgets).
     """
     if cfg.rollout.backend == "hf":
         return HFGenerator(cfg, policy, autocast)
     from gdpo.rollout.vllm_engine import VLLMGenerator  # vllm is imported only here
 
-    if rows:
-        is_multi_turn(rows)  # a task mixing single- and multi-turn rows: refused before the engine is built
     return VLLMGenerator(cfg, info, policy, device, rows)
