@@ -54,10 +54,13 @@ class JudgeServer:
                     server.inflight += 1
                     server.peak = max(server.peak, server.inflight)
                 try:
-                    self.answer(prompt, attempt)
+                    code, data = self.answer(prompt, attempt)
                 finally:
+                    # out of flight *before* the reply leaves: once the client has it, it may send
+                    # its next request at once, and that one must not count this one as in flight
                     with server.lock:
                         server.inflight -= 1
+                self.send(code, data)
 
             def answer(self, prompt, attempt):
                 found = MARKER.search(prompt)
@@ -67,14 +70,14 @@ class JudgeServer:
                 if kind == "fail":
                     times, code = arg.split(":")
                     if attempt <= int(times):
-                        return self.send(int(code), b'{"error": "try again"}')
+                        return int(code), b'{"error": "try again"}'
                 if kind == "garbage":
-                    return self.send(200, b"<html>not json</html>")
+                    return 200, b"<html>not json</html>"
                 text = arg if kind == "reply" else "Score: 5"
                 reply = {"id": "x", "object": "chat.completion", "model": "judge",
                          "choices": [{"index": 0, "finish_reason": "stop",
                                       "message": {"role": "assistant", "content": text}}]}
-                self.send(200, json.dumps(reply).encode())
+                return 200, json.dumps(reply).encode()
 
             def send(self, code, data):
                 self.send_response(code)
