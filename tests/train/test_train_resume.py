@@ -70,3 +70,23 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path):
     # keep_last: 2 and no temporary folders left behind
     names = sorted(p.name for p in (broken / "checkpoints").iterdir())
     assert names == [f"step-{STEPS - 1:06d}", f"step-{STEPS:06d}"]
+
+
+def test_pruning_never_leaves_a_half_deleted_checkpoint(tmp_path):
+    """Old checkpoints are renamed to .trash- before deletion; a leftover .trash- goes at the next save."""
+    from gdpo.train.checkpoint import list_checkpoints, prune_checkpoints
+
+    root = tmp_path / "checkpoints"
+    for step in range(1, 5):
+        folder = root / f"step-{step:06d}"
+        folder.mkdir(parents=True)
+        (folder / "weights.pt").write_bytes(b"w" * 100)
+        (folder / "state.json").write_text(json.dumps({"step": step}))
+    # what a kill between the rename and the deletion leaves (no state.json: not a checkpoint)
+    (root / ".trash-step-000000").mkdir()
+    (root / ".trash-step-000000" / "weights.pt").write_bytes(b"w")
+    prune_checkpoints(tmp_path, keep_last=2)
+    assert sorted(p.name for p in root.iterdir()) == ["step-000003", "step-000004"]
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["step-000003", "step-000004"]
+    prune_checkpoints(tmp_path, keep_last=2)  # nothing more to do
+    assert sorted(p.name for p in root.iterdir()) == ["step-000003", "step-000004"]

@@ -25,6 +25,7 @@ import torch
 from gdpo.train import fsdp
 
 PREFIX = "step-"
+TRASH = ".trash-"  # an old checkpoint being deleted (see prune_checkpoints)
 
 
 def rng_state() -> dict[str, Any]:
@@ -102,10 +103,26 @@ def save_checkpoint(output_dir: str | Path, step: int, *, model, optimizer, sche
         shutil.rmtree(final, ignore_errors=True)
         os.rename(tmp, final)
         _fsync_dir(root)
-        for old in list_checkpoints(output_dir)[:-keep_last]:
-            shutil.rmtree(old, ignore_errors=True)
+        prune_checkpoints(output_dir, keep_last)
     barrier()
     return final
+
+
+def prune_checkpoints(output_dir: str | Path, keep_last: int) -> None:
+    """Delete all but the newest ``keep_last`` complete checkpoints, crash-safely.
+
+    Each old checkpoint is first renamed to ``.trash-<name>`` (atomic), then deleted; a kill
+    while deleting leaves only a ``.trash-`` folder, which the next save removes. Deleting in
+    place instead could leave a half-deleted ``step-`` folder without ``state.json``, which no
+    later prune would see as a checkpoint and so would never remove.
+    """
+    root = checkpoint_root(output_dir)
+    for leftover in root.glob(f"{TRASH}*"):  # from a run killed while pruning
+        shutil.rmtree(leftover, ignore_errors=True)
+    for old in list_checkpoints(output_dir)[:-keep_last]:
+        trash = root / f"{TRASH}{old.name}"
+        os.rename(old, trash)
+        shutil.rmtree(trash, ignore_errors=True)
 
 
 def _states_to_save(model, optimizer, rank: int) -> tuple[dict | None, dict | None]:
