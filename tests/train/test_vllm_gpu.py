@@ -111,16 +111,21 @@ def test_pushed_weights_match_the_hf_policy(engine):
         assert torch.allclose(torch.tensor(ours[:k]), theirs, atol=2e-2), (i, ours[:k], theirs.tolist())
 
 
-def test_two_training_steps_with_the_vllm_backend(tmp_path):
-    """`gdpo train` in a fresh process (its own engine and process group), engine asleep during updates."""
+def _train_in_a_fresh_process(tmp_path, cfg: dict) -> list[dict]:
+    """`gdpo train` on ``cfg`` in its own process (its own engine and process group) -> metrics rows."""
     config = tmp_path / "vllm.yaml"
-    config.write_text(yaml.safe_dump(_config(tmp_path, vllm_sleep=True)))
+    config.write_text(yaml.safe_dump(cfg))
     launcher = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")  # set by the fixture's engine
     env = {k: v for k, v in os.environ.items() if k not in launcher}
     done = subprocess.run([sys.executable, "-m", "gdpo", "train", "--config", str(config)],
                           check=False, capture_output=True, text=True, timeout=900, env=env)
     assert done.returncode == 0, done.stderr[-4000:]
-    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    return [json.loads(line) for line in (Path(cfg["output_dir"]) / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_two_training_steps_with_the_vllm_backend(tmp_path):
+    """Two steps with the engine asleep during the updates."""
+    rows = _train_in_a_fresh_process(tmp_path, _config(tmp_path, vllm_sleep=True))
     assert [row["step"] for row in rows] == [1, 2]
     for row in rows:
         rewards = {k: v for k, v in row.items() if k.startswith("rewards/") and k.endswith("/mean")}
@@ -164,14 +169,7 @@ def test_multi_turn_training_with_the_vllm_backend(tmp_path):
     cfg.update(output_dir=str(tmp_path / "run"), steps=2)
     cfg["model"].update(tiny={**TINY, "max_positions": 1024}, dtype="float32")
     cfg["rollout"].update(backend="vllm", vllm_gpu_memory_utilization=0.2, vllm_sleep=True)
-    config = tmp_path / "multi_turn_vllm.yaml"
-    config.write_text(yaml.safe_dump(cfg))
-    launcher = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
-    env = {k: v for k, v in os.environ.items() if k not in launcher}
-    done = subprocess.run([sys.executable, "-m", "gdpo", "train", "--config", str(config)],
-                          check=False, capture_output=True, text=True, timeout=900, env=env)
-    assert done.returncode == 0, done.stderr[-4000:]
-    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    rows = _train_in_a_fresh_process(tmp_path, cfg)
     assert [row["step"] for row in rows] == [1, 2]
     for row in rows:
         assert row["episode/turns"] >= 1 and math.isfinite(row["loss"]) and math.isfinite(row["grad_norm"])
