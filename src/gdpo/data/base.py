@@ -66,6 +66,19 @@ def _load_builtins() -> None:
                 raise
 
 
+def check_task_int(task: str, key: str, value: Any, minimum: int = 1) -> None:
+    """A task builder's optional whole-number parameter: None (its default) or an int >= ``minimum``.
+
+    >>> check_task_int("toy", "max_turns", 0)
+    Traceback (most recent call last):
+    ...
+    ValueError: task toy: max_turns=0; give a whole number >= 1 (or leave it out for the default)
+    """
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < minimum):
+        raise ValueError(f"task {task}: {key}={value!r}; give a whole number >= {minimum} "
+                         "(or leave it out for the default)")
+
+
 def task_names() -> list[str]:
     _load_builtins()
     return sorted(_TASKS)

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from gdpo.data.base import Row, Task, register_task
+from gdpo.data.base import Row, Task, check_task_int, register_task
 from gdpo.rewards.toolcall import (
     RESP_OPEN,
     THINK_CLOSE,
@@ -215,11 +215,6 @@ def shorten_think(reply: str, words: int) -> str:
     return f"{THINK_OPEN} {' '.join(kept)} {reply[end:]}"
 
 
-def _check_positive(name: str, value: Any) -> None:
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-        raise ValueError(f"task.params.{name} = {value!r} must be a positive integer or null (no limit)")
-
-
 def _short_rows(rows: list[Row], max_prompt_chars: int | None, reference_think_words: int | None) -> list[Row]:
     kept = [r for r in rows if max_prompt_chars is None or prompt_chars(r) <= max_prompt_chars]
     if reference_think_words is None:
@@ -248,8 +243,8 @@ def toolrl_task(path: str | Path | None = None, test_fraction: float = 0.1, seed
     on) to its first that many words; the calls and responses stay as they are, and no reward
     reads the think text.
     """
-    _check_positive("max_prompt_chars", max_prompt_chars)
-    _check_positive("reference_think_words", reference_think_words)
+    check_task_int("toolrl", "max_prompt_chars", max_prompt_chars)
+    check_task_int("toolrl", "reference_think_words", reference_think_words)
     if path is None:
         if not DEFAULT_TOOLRL_PATH.exists():
             raise FileNotFoundError(

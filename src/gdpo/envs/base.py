@@ -26,6 +26,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
+from gdpo.data.base import check_task_int
 from gdpo.signature import unknown
 from gdpo.rewards.toolcall import ParsedCalls, ToolCall, parse_tool_calls
 
@@ -218,6 +219,5 @@ def system_prompt(schemas: Sequence[dict[str, Any]], rules: str = MULTI_TURN_RUL
 
 def check_limits(task: str, max_turns: int | None, max_trajectory_tokens: int | None) -> None:
     """A multi-turn task's episode limits: positive integers (or None for the default)."""
-    for key, value in (("max_turns", max_turns), ("max_trajectory_tokens", max_trajectory_tokens)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-            raise ValueError(f"task {task}: {key}={value!r}; give a whole number >= 1 (or leave it out for the default)")
+    check_task_int(task, "max_turns", max_turns)
+    check_task_int(task, "max_trajectory_tokens", max_trajectory_tokens)
