@@ -21,11 +21,11 @@ from typing import Any, Protocol
 
 import torch
 
-from gdpo.errors import InputError
 from gdpo.train import dist
 from gdpo.train.config import TrainConfig
 from gdpo.train.config_io import ConfigError
 from gdpo.rollout.hf import Rollout, generate
+from gdpo.rollout.multi_turn import generate_multi_turn, is_multi_turn
 
 
 class Generator(Protocol):
@@ -43,8 +43,6 @@ class HFGenerator:
     def generate(self, rows: list[dict[str, Any]], step: int) -> Rollout:
         r = self.cfg.rollout
         if is_multi_turn(rows):
-            from gdpo.rollout.multi_turn import generate_multi_turn
-
             with self.autocast():
                 return generate_multi_turn(self.policy.core, self.policy.tokenizer, rows,
                                            num_generations=r.num_generations, max_new_tokens=r.max_new_tokens,
@@ -54,15 +52,6 @@ class HFGenerator:
             return generate(self.policy.core, self.policy.tokenizer, rows, num_generations=r.num_generations,
                             max_new_tokens=r.max_new_tokens, max_prompt_tokens=r.max_prompt_tokens,
                             temperature=r.temperature, top_p=r.top_p, top_k=r.top_k)
-
-
-def is_multi_turn(rows: list[dict[str, Any]]) -> bool:
-    """Rows that name an environment get multi-turn episodes (all or none of a batch)."""
-    flags = {bool(row.get("env")) for row in rows}
-    if len(flags) > 1:
-        raise InputError("a rollout batch mixes rows with and without an 'env' column; a task's rows "
-                         "must all be multi-turn (env set) or all single-turn")
-    return flags == {True}
 
 
 VLLM_FIX = "pip install vllm on a CUDA machine, or set rollout.backend=hf"

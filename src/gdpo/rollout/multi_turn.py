@@ -35,6 +35,7 @@ from typing import Any, Callable, Protocol
 
 import torch
 
+from gdpo.errors import InputError
 from gdpo.envs.base import Episode, Environment, StepResult, make_env, tool_message
 from gdpo.rollout.hf import Rollout, render_prompts
 
@@ -55,6 +56,15 @@ class _Sample:
     ids: list[int]  # trajectory ids after the prompt
     mask: list[int]  # 1 = model token
     running: bool = True
+
+
+def is_multi_turn(rows: list[dict[str, Any]]) -> bool:
+    """Rows that name an environment get multi-turn episodes (all or none of a batch)."""
+    flags = {bool(row.get("env")) for row in rows}
+    if len(flags) > 1:
+        raise InputError("a rollout batch mixes rows with and without an 'env' column; a task's rows "
+                         "must all be multi-turn (env set) or all single-turn")
+    return flags == {True}
 
 
 @torch.no_grad()

@@ -41,7 +41,7 @@ from gdpo.train.checkpoint import rng_state, set_rng_state
 from gdpo.train.config import TrainConfig
 from gdpo.train.precision import compute_dtype
 from gdpo.rollout.hf import Rollout, render_prompts
-from gdpo.rollout.multi_turn import eos_ids, generate_multi_turn, until_eos
+from gdpo.rollout.multi_turn import eos_ids, generate_multi_turn, is_multi_turn, until_eos
 from gdpo.rollout.vllm_io import (
     engine_context,
     engine_dtype,
@@ -70,7 +70,7 @@ class VLLMGenerator:
         self.wake()
         push_weights(self.llm, policy_weights(self.policy.core))
         try:
-            if rows and rows[0].get("env"):
+            if is_multi_turn(rows):
                 return self._multi_turn(rows, step)
             return self._single_turn(rows, step)
         finally:

@@ -117,11 +117,11 @@ def engine_context(cfg: TrainConfig, rows: list[dict[str, Any]], model_limit: in
     (:func:`gdpo.rollout.multi_turn.episode_limits`). Capped by the model's positions
     (``model_limit``); the multi-turn loop cuts each episode's budget to what is left.
     """
-    from gdpo.rollout.multi_turn import episode_limits
+    from gdpo.rollout.multi_turn import episode_limits, is_multi_turn
 
     r = cfg.rollout
     longest = r.max_new_tokens
-    if rows and rows[0].get("env"):
+    if is_multi_turn(rows):
         longest = max(episode_limits(row, r.max_new_tokens)[1] for row in rows)
     wanted = r.max_prompt_tokens + longest
     return min(wanted, int(model_limit)) if model_limit else wanted

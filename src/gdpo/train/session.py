@@ -27,7 +27,8 @@ from gdpo.train.build import (
 )
 from gdpo.train.config import TrainConfig, config_to_dict
 from gdpo.train.fsdp import full_parameters, is_sharded, save_pretrained_full
-from gdpo.rollout.backends import Generator, check_backend, is_multi_turn, make_generator
+from gdpo.rollout.backends import Generator, check_backend, make_generator
+from gdpo.rollout.multi_turn import is_multi_turn
 from gdpo.train.logging import RunLogger
 from gdpo.train.progress import Progress
 from gdpo.train.run_folder import check_run_folder, prepare_run_folder
