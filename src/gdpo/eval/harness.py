@@ -199,9 +199,10 @@ def evaluate(settings: EvalSettings, output_dir: str | Path, *, model_and_tokeni
     hook = episode_hook(task)  # multi-turn tasks are scored by their own episode runner
     if hook is not None:
         domain = EPISODE_DOMAIN
-    if todo and hook is not None:
+    if todo:
         reference = settings.model == REFERENCE_MODEL and model_and_tokenizer is None
         model, tokenizer = (None, None) if reference else (model_and_tokenizer or _load(settings))
+    if todo and hook is not None:
         progress = Progress(len(todo), log)
         with results_path.open("a") as fh, (contextlib.nullcontext() if reference else torch_threads(settings, log)):
             def write(i: int, line: dict[str, Any]) -> None:
@@ -213,8 +214,6 @@ def evaluate(settings: EvalSettings, output_dir: str | Path, *, model_and_tokeni
             run_episodes(hook, rows, todo, settings, model, tokenizer, write, progress)
         rate = progress.rate()
     elif todo:
-        reference = settings.model == REFERENCE_MODEL and model_and_tokenizer is None
-        model, tokenizer = (None, None) if reference else (model_and_tokenizer or _load(settings))
         if not reference:
             todo, cut = _order_and_check_prompts(tokenizer, rows, todo, settings, log)
         reward_set = RewardSet.from_config([*task.rewards, *settings.rewards], extra_params={"tokenizer": tokenizer})
