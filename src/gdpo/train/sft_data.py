@@ -132,19 +132,24 @@ def toy_mixture_reply(target: str, rng: random.Random, *, letters: str, letter_r
     return "".join(parts)
 
 
+def _check_mixture(num_examples: Any, rates: dict[str, Any]) -> None:
+    """A generated warm start's parameters: a positive example count and probabilities in [0, 1]."""
+    for key, value in rates.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+            raise ValueError(f"data.params.{key} = {value!r} must be a probability in [0, 1]")
+    if isinstance(num_examples, bool) or not isinstance(num_examples, int) or num_examples < 1:
+        raise ValueError(f"data.params.num_examples = {num_examples!r} must be a positive integer")
+
+
 def toy_mixture_examples(num_examples: int = 2000, letters: str = "abcdef", seed: int = 0,
                          letter_rate: float = 0.5, long_rate: float = 0.4, upper_rate: float = 0.3,
                          digit_rate: float = 0.3, punct_rate: float = 0.3) -> list[Example]:
     """``num_examples`` toy prompts with :func:`toy_mixture_reply` replies (the toy task's prompt text)."""
     rates = {"letter_rate": letter_rate, "long_rate": long_rate, "upper_rate": upper_rate,
              "digit_rate": digit_rate, "punct_rate": punct_rate}
-    for key, value in rates.items():
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
-            raise ValueError(f"data.params.{key} = {value!r} must be a probability in [0, 1]")
+    _check_mixture(num_examples, rates)
     if not letters or any(c not in string.ascii_lowercase for c in letters):
         raise ValueError(f"data.params.letters = {letters!r} must be lowercase ASCII letters, e.g. 'abcdef'")
-    if isinstance(num_examples, bool) or not isinstance(num_examples, int) or num_examples < 1:
-        raise ValueError(f"data.params.num_examples = {num_examples!r} must be a positive integer")
     rng = random.Random(f"gdpo-toy-mixture:{seed}")
     out = []
     for _ in range(num_examples):
@@ -168,13 +173,9 @@ def peek_mixture_examples(num_examples: int = 2000, digits: str = "0123", seed: 
     ``call_efficiency`` and ``final_state_match`` each part of the time, so both vary in most
     groups at the start of RL (the multi-signal regime).
     """
-    for key, value in (("peek_rate", peek_rate), ("right_rate", right_rate)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
-            raise ValueError(f"data.params.{key} = {value!r} must be a probability in [0, 1]")
-    if len(digits) < 2 or not digits.isdigit():
+    _check_mixture(num_examples, {"peek_rate": peek_rate, "right_rate": right_rate})
+    if not isinstance(digits, str) or len(digits) < 2 or not digits.isdigit():
         raise ValueError(f"data.params.digits = {digits!r} must be two or more digits, e.g. '0123'")
-    if isinstance(num_examples, bool) or not isinstance(num_examples, int) or num_examples < 1:
-        raise ValueError(f"data.params.num_examples = {num_examples!r} must be a positive integer")
     rng = random.Random(f"gdpo-peek-mixture:{seed}")
     out: list[Example] = []
     for _ in range(num_examples):
