@@ -225,3 +225,10 @@ def test_peek_mixture_second_turn_renders_as_the_multi_turn_rollout_does():
     turn1 = tok("?", add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
     env = env_token_ids(tok, [tool_message("peek", game["prompt"][2]["content"])])
     assert sft_prompt == prompt + turn1 + env
+
+
+def test_a_data_error_keeps_its_own_quotes(capsys, tmp_path):
+    code = main(["sft", "--config", str(SMOKE_SFT), "--output-dir", str(tmp_path / "x"),
+                 "--set", "data.source=peek_mixture", "--set", "data.params={digits: '7'}"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.endswith("must be two or more digits, e.g. '0123'"), err

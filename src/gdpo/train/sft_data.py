@@ -227,7 +227,8 @@ def load_sft_data(cfg) -> SFTData:
     except TypeError as exc:  # a task builder / generator given an unknown parameter
         raise ConfigError(f"data.params = {cfg.data.params!r}: {exc}") from None
     except (ValueError, KeyError, FileNotFoundError) as exc:
-        message = str(exc).strip("'\"")
+        # a KeyError's str() quotes its message; strip()ping quotes instead ate a message's own closing quote
+        message = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
         raise ConfigError(message if message.startswith("data") else f"data ({cfg.data.source}): {message}") from None
     order = list(range(len(examples)))
     n_test = int(round(cfg.data.test_fraction * len(examples)))
